@@ -1,0 +1,64 @@
+"""Training recipes of the shipped zoo (all on the full Fashion-MNIST training split)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from robcurve.errors import RobcurveError
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    arch: str
+    epochs: int
+    lr: float = 2e-3
+    weight_decay: float = 0.05
+    batch_size: int = 128
+    warmup_epochs: float = 1.0
+    seed: int = 0
+    # adversarial training: None, or FGSM with random start (Wong, Rice, Kolter 2020)
+    adv_eps: float | None = None
+    adv_step: float | None = None
+    # which epochs are kept as the shipped training series (0 = initialisation)
+    series: tuple[int, ...] = ()
+    train_data: str = "fashion-mnist"
+    max_steps: int | None = None  # stop after this many optimiser steps (tests)
+    ckpt_every: int = 100  # steps between resumable checkpoints
+    description: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["series"] = list(self.series)
+        return d
+
+
+RECIPES: dict[str, Recipe] = {r.name: r for r in [
+    Recipe("vit-fmnist", "vit", epochs=15, series=(0, 1, 2, 3, 5, 8, 11, 15),
+           description="ViT (patch 4, width 64, depth 6, 4 heads, class token); `vit_small` on Fashion-MNIST"),
+    Recipe("swin-fmnist", "swin", epochs=10,
+           description="Swin (patch 2, window 7, width 48, depths 2-2); `swin` on Fashion-MNIST"),
+    Recipe("resnet-fmnist", "resnet", epochs=6, series=(0, 1, 2, 3, 4, 5, 6),
+           description="ResNet (BasicBlock 2-2-2-2, width 16-128, stride-1 stem); `resnet18` on Fashion-MNIST"),
+    Recipe("convnext-fmnist", "convnext", epochs=5,
+           description="ConvNeXt (depths 1-1-2-1, width 16-128, patch 1); `convnext` on Fashion-MNIST"),
+    Recipe("vit-fmnist-at", "vit", epochs=8, adv_eps=0.1, adv_step=0.1,
+           description="ViT as vit-fmnist, FGSM-RS adversarial training at L-inf 0.1"),
+    Recipe("resnet-fmnist-at", "resnet", epochs=5, adv_eps=0.1, adv_step=0.1,
+           description="ResNet as resnet-fmnist, FGSM-RS adversarial training at L-inf 0.1"),
+    # a tiny recipe for tests: trains on the embedded subset for a few steps
+    Recipe("tiny-test", "vit", epochs=2, batch_size=50, train_data="fashion-mnist-embedded", max_steps=12,
+           ckpt_every=3, series=(0, 1), description="test recipe"),
+]}
+
+
+def get_recipe(name: str) -> Recipe:
+    if name not in RECIPES:
+        import difflib
+
+        close = difflib.get_close_matches(name, list(RECIPES), n=3)
+        raise RobcurveError(f"unknown zoo recipe {name!r}" + (f"; did you mean {close[0]!r}?" if close else ""),
+                            fix=f"choose one of {sorted(RECIPES)}")
+    return RECIPES[name]
