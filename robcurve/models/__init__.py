@@ -1,0 +1,108 @@
+"""Model plugins behind one registry: ``source:name`` specs and per-dataset aliases.
+
+Sources: ``timm:<arch>``, ``robustbench:<name>``, ``zoo:<name>[@epoch]``, ``file:<path>``,
+``py:<module>:<factory>``. A spec without a source is an alias, resolved per dataset through
+:data:`ALIASES` (``robcurve models`` prints the table).
+"""
+
+from __future__ import annotations
+
+import sys
+
+import torch
+
+from robcurve.errors import RobcurveError
+from robcurve.models.wrapper import ModelInfo, RobModel, as_robmodel
+from robcurve.registry import Registry
+
+SOURCES: Registry = Registry("model source")
+SOURCES.add("timm", "robcurve.models.timm_source:load_timm", help="timm architecture; --weights FILE or the local HF cache")
+SOURCES.add("robustbench", "robcurve.models.robustbench_source:load_robustbench",
+            help="RobustBench model; checkpoint at <model_dir>/<dataset>/<threat>/<name>.pt")
+SOURCES.add("zoo", "robcurve.zoo:load_zoo", help="robcurve's own Fashion-MNIST zoo (shipped); name@epoch for the training series")
+SOURCES.add("file", "robcurve.models.file_source:load_file_model", help="weights file + JSON sidecar naming the timm architecture")
+SOURCES.add("py", "robcurve.models.file_source:load_py_model", help="module:factory returning an nn.Module ([0, 1] input)")
+
+# alias -> spec, per dataset
+ALIASES: dict[str, dict[str, str]] = {
+    "fashion-mnist": {
+        "vit_small": "zoo:vit-fmnist", "vit": "zoo:vit-fmnist", "swin": "zoo:swin-fmnist",
+        "resnet18": "zoo:resnet-fmnist", "resnet": "zoo:resnet-fmnist", "convnext": "zoo:convnext-fmnist",
+        "vit_small_at": "zoo:vit-fmnist-at", "resnet18_at": "zoo:resnet-fmnist-at",
+    },
+    "cifar10": {
+        "standard": "robustbench:Standard", "resnet18": "robustbench:Addepalli2022Efficient_RN18",
+        "vit_small": "robustbench:Debenedetti2022Light_XCiT-S12",
+    },
+    "imagenet": {
+        "vit_small": "timm:vit_small_patch16_224", "vit_base": "timm:vit_base_patch16_224",
+        "swin_tiny": "timm:swin_tiny_patch4_window7_224", "resnet18": "timm:resnet18", "resnet50": "timm:resnet50",
+    },
+}
+
+
+def dataset_family(dataset: str) -> str:
+    """The alias table a dataset uses (corrupted views and the embedded subset share their base's)."""
+    base = dataset.split("-c:")[0]
+    if base.startswith("fashion-mnist"):
+        return "fashion-mnist"
+    return base
+
+
+def resolve_spec(spec: str, dataset: str = "fashion-mnist") -> str:
+    """Turn an alias into a ``source:name`` spec for ``dataset``; pass full specs through."""
+    if ":" in spec:
+        return spec
+    table = ALIASES.get(dataset_family(dataset), {})
+    if spec in table:
+        return table[spec]
+    import difflib
+
+    known = sorted(table)
+    close = difflib.get_close_matches(spec, known, n=3)
+    raise RobcurveError(f"unknown model {spec!r} for dataset {dataset!r}" + (f"; did you mean {', '.join(close)}?" if close else ""),
+                        fix=f"use an alias ({', '.join(known) or 'none for this dataset'}) or a spec source:name "
+                            f"with source one of {', '.join(SOURCES.names())}; `robcurve models` lists them")
+
+
+def load_model(spec: str, *, dataset: str = "fashion-mnist", threat_model: str = "Linf", weights: str | None = None,
+               model_dir: str | None = None, device: str | torch.device = "cpu", dtype: torch.dtype | None = None,
+               verbose: bool = False, **kwargs) -> RobModel:
+    """Load a model in the RobModel contract ([0, 1] input, normalisation inside, eval mode).
+
+    Args:
+        spec: ``source:name`` or an alias resolved for ``dataset``.
+        weights: weights file for ``timm:`` (or ``"random"``).
+        model_dir: RobustBench model dir for ``robustbench:``.
+    """
+    full = resolve_spec(spec, dataset)
+    if verbose and full != spec:
+        print(f"model {spec!r} resolved to {full!r} for dataset {dataset!r}", file=sys.stderr)
+    source, _, name = full.partition(":")
+    if source not in SOURCES:
+        raise RobcurveError(SOURCES.unknown_message(source) + f" in {full!r}", fix=f"use one of: {', '.join(SOURCES.names())}")
+    if not name:
+        raise RobcurveError(f"model spec {full!r} has no name after '{source}:'", fix=f"write {source}:<name>")
+    loader = SOURCES.get(source)
+    if source == "timm":
+        model = loader(name, weights=weights, **kwargs)
+    elif source == "robustbench":
+        model = loader(name, dataset=dataset, threat_model=threat_model, model_dir=model_dir)
+    elif source == "zoo":
+        base, _, ep = name.partition("@")
+        if ep and not ep.isdigit():
+            raise RobcurveError(f"bad epoch {ep!r} in {full!r}", fix="write zoo:<name>@<epoch number>")
+        model = loader(base, epoch=int(ep) if ep else None)
+    elif source == "file":
+        model = loader(name, **kwargs)
+    else:
+        model = loader(name)
+    if spec != full:
+        model.info.extra["alias"] = spec
+    model = model.to(device)
+    if dtype is not None:
+        model = model.to(dtype)
+    return model.eval()
+
+
+__all__ = ["ALIASES", "SOURCES", "ModelInfo", "RobModel", "as_robmodel", "load_model", "resolve_spec"]

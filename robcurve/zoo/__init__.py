@@ -1,0 +1,90 @@
+"""The robcurve zoo: small models trained here on Fashion-MNIST, shipped with the package.
+
+Layout (the index is the folder): ``cards/<name>.json`` (+ ``.md``) describe each model;
+``weights/<name>.safetensors`` are the final weights; ``weights/<name>/epoch_XXX.safetensors``
+the training series (epoch 0 = initialisation). ``zoo:<name>`` loads the final weights,
+``zoo:<name>@<epoch>`` a checkpoint of the series.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from robcurve.errors import RobcurveError
+
+ZOO_DIR = Path(__file__).parent
+CARDS = ZOO_DIR / "cards"
+WEIGHTS = ZOO_DIR / "weights"
+MEAN, STD = (0.2860,), (0.3530,)
+
+
+def zoo_names() -> list[str]:
+    return sorted(p.stem for p in CARDS.glob("*.json"))
+
+
+def card(name: str) -> dict:
+    if "/" in name or "\\" in name or name.startswith("."):
+        raise RobcurveError(f"invalid zoo model name {name!r}", fix="use a plain name such as vit-fmnist")
+    path = CARDS / f"{name}.json"
+    if not path.is_file():
+        import difflib
+
+        close = difflib.get_close_matches(name, zoo_names(), n=3)
+        raise RobcurveError(f"unknown zoo model {name!r}" + (f"; did you mean {', '.join(close)}?" if close else ""),
+                            fix=f"choose one of: {', '.join(zoo_names()) or '(none shipped yet)'}; `robcurve zoo list` shows them")
+    return json.loads(path.read_text())
+
+
+def weight_file(c: dict, epoch: int | None) -> tuple[Path, str]:
+    if epoch is None:
+        return ZOO_DIR / c["weights"]["file"], c["weights"]["sha256"]
+    for item in c.get("series", []):
+        if item["epoch"] == epoch:
+            return ZOO_DIR / item["file"], item["sha256"]
+    raise RobcurveError(f"zoo model {c['name']!r} has no checkpoint of epoch {epoch}",
+                        fix=f"choose one of epochs {[i['epoch'] for i in c.get('series', [])]}")
+
+
+def load_zoo(name: str, epoch: int | None = None, verify: bool = True, **_):
+    """Load zoo model ``name`` (optionally a series checkpoint) as a RobModel in eval mode."""
+    from safetensors.torch import load_file
+
+    from robcurve.models.common import load_into, sha256_file
+    from robcurve.models.wrapper import ModelInfo, RobModel
+    from robcurve.zoo.archs import build
+
+    c = card(name)
+    path, sha = weight_file(c, epoch)
+    if not path.is_file():
+        raise RobcurveError(f"zoo model {name!r} has no weights file", where=str(path),
+                            fix=f"train it with `robcurve zoo train {c.get('recipe', {}).get('name', name)}` or reinstall robcurve")
+    digest = sha256_file(path)
+    if verify and digest != sha:
+        raise RobcurveError(f"the weights of zoo model {name!r} do not match their card (sha256 {digest[:12]} != {sha[:12]})",
+                            where=str(path), fix="reinstall robcurve or run `robcurve zoo verify`")
+    net = build(c["arch"])
+    load_into(net, load_file(str(path)), str(path), f"zoo:{name}")
+    spec = f"zoo:{name}" + (f"@{epoch}" if epoch is not None else "")
+    info = ModelInfo(spec=spec, source="zoo", name=name, arch=c["arch"], family=c["family"], dataset="fashion-mnist",
+                     num_classes=10, input_size=(1, 28, 28), weights=str(path), weights_sha256=digest,
+                     extra={"epoch": epoch, "test_acc": c.get("test_acc"), "adversarial_training": c.get("adversarial_training")})
+    return RobModel(net, MEAN, STD, info=info)
+
+
+def verify_all() -> list[tuple[str, bool, str]]:
+    """(file, ok, message) for every file named by every card."""
+    from robcurve.models.common import sha256_file
+
+    out = []
+    for name in zoo_names():
+        c = card(name)
+        entries = [(c["weights"]["file"], c["weights"]["sha256"])] + [(i["file"], i["sha256"]) for i in c.get("series", [])]
+        for rel, sha in entries:
+            p = ZOO_DIR / rel
+            if not p.is_file():
+                out.append((rel, False, "missing"))
+            else:
+                d = sha256_file(p)
+                out.append((rel, d == sha, "ok" if d == sha else f"sha256 {d[:12]} != card {sha[:12]}"))
+    return out
