@@ -1,0 +1,107 @@
+"""The result store: one SQLite file per run (WAL mode), one row per (sample, measurement).
+
+A row is written in the same transaction as the other rows of its (batch, measurement), so a
+run killed at any point (Ctrl-C or SIGKILL) leaves only whole batches behind, and the same
+command continues where it stopped. The run's config digest and code version are stored in
+``meta``; a run whose config changed refuses to mix results.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from robcurve.errors import RobcurveError
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS results (
+    sample INTEGER NOT NULL,        -- position in the run's sample selection
+    split_index INTEGER NOT NULL,   -- index into the dataset's official split
+    measurement TEXT NOT NULL,
+    label INTEGER NOT NULL,
+    value TEXT NOT NULL,            -- JSON object of the measurement's per-sample fields
+    config_digest TEXT NOT NULL,
+    code_version TEXT NOT NULL,
+    PRIMARY KEY (sample, measurement)
+);
+"""
+
+
+def _clean(v: Any) -> Any:
+    """JSON-safe: NaN/inf become None (never a sentinel number)."""
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, dict):
+        return {k: _clean(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [_clean(x) for x in v]
+    return v
+
+
+class Store:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.con = sqlite3.connect(str(self.path), timeout=30)
+            self.con.execute("PRAGMA journal_mode=WAL")
+            self.con.execute("PRAGMA synchronous=NORMAL")
+            self.con.executescript(SCHEMA)
+        except sqlite3.DatabaseError as e:
+            raise RobcurveError(f"cannot open the result store {self.path}: {e}", where=str(self.path),
+                                fix="move the damaged file away or rerun with --fresh") from None
+
+    def close(self) -> None:
+        self.con.close()
+
+    # -- meta ------------------------------------------------------------------------------
+    def get_meta(self, key: str) -> Any:
+        row = self.con.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return None if row is None else json.loads(row[0])
+
+    def set_meta(self, **items: Any) -> None:
+        with self.con:
+            self.con.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                                 [(k, json.dumps(_clean(v), sort_keys=True)) for k, v in items.items()])
+
+    def bind(self, digest: str, config: dict, code_version: str) -> None:
+        """Tie the store to one config; refuse a different one."""
+        old = self.get_meta("config_digest")
+        if old is not None and old != digest:
+            old_cfg = self.get_meta("config") or {}
+            changed = sorted(k for k in set(old_cfg) | set(config) if old_cfg.get(k) != config.get(k) and k not in ("out", "device"))
+            raise RobcurveError(f"the run in {self.path.parent} was made with a different config (changed: {', '.join(changed) or '?'})",
+                                where=str(self.path), fix="rerun with --fresh to start over, or choose another --out")
+        self.set_meta(config_digest=digest, config=config, code_version=code_version)
+
+    # -- rows ------------------------------------------------------------------------------
+    def done(self, measurement: str, samples: Iterable[int]) -> set[int]:
+        s = list(samples)
+        if not s:
+            return set()
+        q = f"SELECT sample FROM results WHERE measurement=? AND sample IN ({','.join('?' * len(s))})"
+        return {r[0] for r in self.con.execute(q, (measurement, *s))}
+
+    def write(self, measurement: str, rows: list[tuple[int, int, int, dict]], digest: str, code_version: str) -> None:
+        """rows: (sample, split_index, label, value dict); one transaction."""
+        with self.con:
+            self.con.executemany(
+                "INSERT OR REPLACE INTO results VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(s, si, measurement, lab, json.dumps(_clean(v), sort_keys=True), digest, code_version) for s, si, lab, v in rows])
+
+    def rows(self, measurement: str | None = None) -> list[tuple[int, int, str, int, dict]]:
+        q = "SELECT sample, split_index, measurement, label, value FROM results"
+        args: tuple = ()
+        if measurement:
+            q += " WHERE measurement=?"
+            args = (measurement,)
+        q += " ORDER BY measurement, sample"
+        return [(a, b, c, d, json.loads(e)) for a, b, c, d, e in self.con.execute(q, args)]
+
+    def count(self) -> int:
+        return self.con.execute("SELECT COUNT(*) FROM results").fetchone()[0]
