@@ -33,7 +33,6 @@ _API = {
     "pgd_distance": "robcurve.attacks:pgd_distance",
     "deepfool": "robcurve.attacks:deepfool",
     "run_attack": "robcurve.attacks:run_attack",
-    "calibration": "robcurve.calibration:calibration",
     "calibration_under_attack": "robcurve.calibration:calibration_under_attack",
     "reliability_diagram": "robcurve.calibration:reliability_diagram",
     "corrupt": "robcurve.data.corruptions:corrupt",
@@ -43,10 +42,14 @@ _API = {
     "RobcurveError": "robcurve.errors:RobcurveError",
 }
 
-__all__ = [*_API, "__version__"]
+__all__ = [*_API, "calibration", "__version__"]
 
 
 def __getattr__(name: str) -> Any:
+    if name == "calibration":  # the module is callable: robcurve.calibration(logits, labels)
+        import importlib
+
+        return importlib.import_module("robcurve.calibration")
     if name in _API:
         import importlib
 

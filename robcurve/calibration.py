@@ -415,3 +415,18 @@ def _decorate(a: Axes) -> None:
     a.set_xlabel("confidence")
     a.set_ylabel("accuracy")
     a.grid(alpha=0.2)
+
+
+class _CallableModule(__import__("types").ModuleType):
+    """``robcurve.calibration`` is both this module and, called, :func:`calibration`.
+
+    Importing the submodule sets the package attribute ``robcurve.calibration`` to the
+    module, which would shadow the public function of the same name; making the module
+    callable keeps ``robcurve.calibration(logits, labels)`` working either way.
+    """
+
+    def __call__(self, *args: Any, **kwargs: Any) -> CalibrationResult:
+        return calibration(*args, **kwargs)
+
+
+__import__("sys").modules[__name__].__class__ = _CallableModule

@@ -28,6 +28,56 @@ def _table(rows, headers) -> str:
 
 
 @app.command()
+def bench(
+    model: Annotated[str | None, typer.Option(help="model alias (e.g. vit_small, resnet18) or spec source:name")] = None,
+    attack: Annotated[str | None, typer.Option(help="pgd | deepfool | jumpout | none")] = None,
+    config: Annotated[Path | None, typer.Option(help="YAML run config (see configs/); flags override its fields")] = None,
+    dataset: Annotated[str | None, typer.Option(help="fashion-mnist-embedded (default), fashion-mnist, cifar10, cifar100, imagenet, or <dataset>-c:<corruption>:<severity>")] = None,
+    data_dir: Annotated[str | None, typer.Option(help="folder with the dataset files")] = None,
+    threat_model: Annotated[str | None, typer.Option(help="Linf | L2 | corruptions (RobustBench models)")] = None,
+    weights: Annotated[str | None, typer.Option(help="weights file for timm: models (or 'random')")] = None,
+    model_dir: Annotated[str | None, typer.Option(help="RobustBench model dir (<dir>/<dataset>/<threat>/<name>.pt)")] = None,
+    n: Annotated[int | None, typer.Option(help="number of samples (seeded selection)")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="samples per batch (results are stored per batch)")] = None,
+    device: Annotated[str | None, typer.Option(help="cpu | cuda | cuda:N")] = None,
+    seed: Annotated[int | None, typer.Option(help="seed of the sample selection and every random choice")] = None,
+    dtype: Annotated[str | None, typer.Option(help="float32 | float64")] = None,
+    measurements: Annotated[str | None, typer.Option(help="comma list: clean,trajectory,travel,pgd,pgd_distance,deepfool,jumpout,corruptions,adv_calibration")] = None,
+    out: Annotated[str | None, typer.Option(help="run folder (default runs/<model>_<dataset>_<attack>_<config digest>)")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="override any config field: --set pgd.eps=0.05")] = None,
+    fresh: Annotated[bool, typer.Option("--fresh", help="discard stored results of this run folder and start over")] = False,
+    progress: Annotated[bool | None, typer.Option("--progress/--no-progress", help="progress bars (default: when on a terminal)")] = None,
+) -> None:
+    """Measure a model: curvature, travel distance, attacks, calibration; resumable.
+
+    Runs the measurements of the config on --n seeded samples, storing every per-sample
+    result in <out>/results.sqlite as it is produced; the same command continues an
+    interrupted run. Ends with a summary table, entry.json (leaderboard entry), samples.csv
+    and plots in the run folder.
+    """
+    from robcurve.run.config import FLAG_FIELDS, SHIPPED, load_config, parse_set
+    from robcurve.run.runner import run
+
+    flags = dict(model=model, attack=attack, dataset=dataset, data_dir=data_dir, threat_model=threat_model, weights=weights,
+                 model_dir=model_dir, n=n, batch_size=batch_size, device=device, seed=seed, dtype=dtype, out=out)
+    overrides = {k: v for k, v in flags.items() if v is not None and k in FLAG_FIELDS}
+    if measurements is not None:
+        overrides["measurements"] = [m.strip() for m in measurements.split(",") if m.strip()]
+    if set_:
+        from robcurve.run.config import _merge
+
+        overrides = _merge(parse_set(set_), overrides)
+    if config is None and (SHIPPED / "default.yaml").is_file():
+        config = SHIPPED / "default.yaml"
+    cfg = load_config(config, overrides)
+    res = run(cfg, fresh=fresh, progress=progress)
+    typer.echo(f"\n{res.model_info.get('spec')} on {cfg.dataset}: n={cfg.n}, {res.elapsed_s:.0f} s "
+               f"({res.computed} sample-measurements computed, {res.skipped} reused)\n")
+    typer.echo(res.summary["table"])
+    typer.echo(f"\nresults: {res.out}/ (results.sqlite, entry.json, samples.csv, summary.md, {', '.join(res.summary['plots'])})")
+
+
+@app.command()
 def models() -> None:
     """List model sources and the per-dataset aliases."""
     from robcurve.models import ALIASES, SOURCES

@@ -104,7 +104,7 @@ class RunConfig(Strict):
     weights: str | None = None
     model_dir: str | None = None
     split: Literal["test", "train"] = "test"
-    n: int = Field(500, ge=1)
+    n: int = Field(300, ge=1)
     seed: int = Field(0, ge=0)
     batch_size: int = Field(100, ge=1)
     device: str = "cpu"
