@@ -104,7 +104,7 @@ def card_markdown(c: dict) -> str:
              f"- PGD-{c['robust_acc']['steps']} L-inf {c['robust_acc']['eps']} robust accuracy ({c['robust_acc']['n']} test images): "
              + ("n/a" if c["robust_acc"]["acc"] is None else f"{100 * c['robust_acc']['acc']:.2f}%"),
              f"- training time: {c['training']['time_s'] / 60:.1f} min on {c['training']['machine']['cpu_count']} CPU cores "
-             f"({c['training']['machine']['torch_threads']} torch threads), torch {c['training']['machine']['torch']}",
+             f"({c['training']['machine']['torch_threads']} torch thread(s)), torch {c['training']['machine']['torch']}",
              f"- weights: `{c['weights']['file']}` sha256 `{c['weights']['sha256']}`"]
     if c["series"]:
         lines += ["", "Training series:", "", "| epoch | test acc | embedded acc |", "|---|---|---|"]

@@ -173,6 +173,8 @@ def train(recipe: Recipe, work_dir: Path, data_dir: str | None = None, progress:
             return state_path
     bar.close()
     final = work_dir / "final.safetensors"
+    if steps_this_call == 0 and final.exists() and (work_dir / "train_info.json").exists():
+        return final  # already finished: keep the record of the call that trained
     _atomic_safetensors(model.net.state_dict(), final)
     (work_dir / "train_info.json").write_text(json.dumps({
         "recipe": recipe.to_dict(), "arch": recipe.arch,
