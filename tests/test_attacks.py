@@ -304,3 +304,26 @@ def test_device_autocast_and_train_mode_restored():
     assert model.training and all(m.training for m in model.modules())
     assert res.x_adv.device == x.device and res.params["autocast"] == "True"
     assert res.success.float().mean() > 0.9
+
+
+def test_jumpout_through_the_attack_interface():
+    """`jumpout` runs METHOD §4 through run_attack; its examples are where the travel after the jump flips."""
+    from robcurve.attacks import run_attack
+    from robcurve.geometry import jump_out
+
+    torch.manual_seed(0)
+    lin = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
+    x = torch.rand(6, 1, 4, 4) * 0.5 + 0.25
+    with torch.no_grad():
+        y = lin(x).argmax(1)
+    res = run_attack("jumpout", lin, x, y, eta=0.01, eps_max=2.0, T=21, E=0.05)
+    ref = jump_out(lin, x, y, eta=0.01, eps_max=2.0, T=21, E=0.05)
+    assert res.attack == "jumpout" and len(res) == 6
+    ok = ~ref.travel_after.censored
+    assert ok.any()
+    # every flipped travel gives a misclassified example, at distance about eta + eps_after from x
+    with torch.no_grad():
+        assert (lin(res.x_adv).argmax(1)[ok] != y[ok]).all()
+    assert res.success[ok].all()
+    expected = (0.01 + ref.travel_after.linf[ok]).double()
+    assert torch.all(res.linf[ok] <= expected + 1e-4)

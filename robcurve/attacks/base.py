@@ -38,6 +38,7 @@ ATTACKS: Registry[type[Attack]] = Registry("attack")
 ATTACKS.add("pgd", "robcurve.attacks.pgd:PGD", norms=("Linf", "L2"), kind="fixed budget")
 ATTACKS.add("deepfool", "robcurve.attacks.deepfool:DeepFool", norms=("L2", "Linf"), kind="minimal distance")
 ATTACKS.add("pgd-distance", "robcurve.attacks.pgd:PGDDistance", norms=("Linf", "L2"), kind="minimal budget")
+ATTACKS.add("jumpout", "robcurve.attacks.jumpout:JumpOutAttack", norms=("Linf",), kind="jump, then travel (METHOD.md §4)")
 
 #: Backends of :func:`run_attack`: robcurve's own code, or a peer library through an adapter.
 BACKENDS = ("robcurve", "torchattacks", "foolbox")

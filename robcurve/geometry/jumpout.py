@@ -76,6 +76,8 @@ class JumpOut:
     seed: int
     jump_seed: int
     settings: dict[str, Any] = field(default_factory=dict)
+    x_jump: Tensor | None = None  # (N, C, H, W) x' = x + η u
+    direction_after: Tensor | None = None  # (N, C, H, W) d' (d with keep_direction)
 
     def to_dataframe(self) -> Any:
         """One row per sample with before/after columns; ``df.attrs`` holds the settings."""
@@ -194,4 +196,5 @@ def jump_out(model: nn.Module, x: Tensor, y: Tensor, *, eta: float = 2 / 255, ju
     settings = {"T": T, "E": E, "region": region, "h": h, "tol": tol, "eps_max": eps_max, "clamp": clamp,
                 "direction_options": opts}
     return JumpOut(curv_b, curv_a, td_b, td_a, pred_j != pred_x, pred_j, j_linf, j_l2, ratio, ratio_l2, parallel,
-                   float(eta), jump, direction, bool(keep_direction), int(seed), jump_seed, settings)
+                   float(eta), jump, direction, bool(keep_direction), int(seed), jump_seed, settings,
+                   x_j.detach(), d_after.detach())

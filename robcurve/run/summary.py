@@ -67,6 +67,11 @@ def _median(v: np.ndarray) -> float:
     return float(np.median(v)) if v.size else math.nan
 
 
+def _finite_mean(v: np.ndarray) -> float:
+    v = v[np.isfinite(v)]
+    return float(v.mean()) if v.size else math.nan
+
+
 def bootstrap_ci(values: list[np.ndarray], stat, b: int, seed: int) -> tuple[float, float] | None:
     """Percentile 95% interval of ``stat(*values)`` over ``b`` paired resamples."""
     n = len(values[0])
@@ -149,13 +154,13 @@ def compute_summary(fr: dict[str, pd.DataFrame], cfg: RunConfig) -> dict[str, An
         m["curved_share"] = float((cv[good] > cfg.trajectory.curved_threshold).mean()) if good.any() else math.nan
         lc = tr[f"logit_curvedness_E{E:g}"].to_numpy(float)
         m["logit_curvedness_median"] = _median(lc[good & np.isfinite(lc)])
-        m["total_turning_mean"] = float(np.nanmean(tr["feat_total_turning"].to_numpy(float)[good])) if good.any() else math.nan
+        m["total_turning_mean"] = _finite_mean(tr["feat_total_turning"].to_numpy(float)[good])
         m["straightness_median"] = _median(tr[f"feat_straightness_E{E:g}"].to_numpy(float)[good])
         m["unresolved"] = int(tr["unresolved"].to_numpy(bool)[tr["correct"].to_numpy(bool)].sum())
         ladder = {}
         for sp in ("feat", "logit"):
             for c in [c for c in tr.columns if c.startswith(f"{sp}_angle_h")]:
-                ladder[c] = float(np.nanmean(tr[c].to_numpy(float)[good])) if good.any() else math.nan
+                ladder[c] = _finite_mean(tr[c].to_numpy(float)[good])
         m["ladder"] = ladder
         n.update(curvedness_median=int(good.sum()), curvedness_mean=int(good.sum()), curved_share=int(good.sum()))
         m["curvature_scale"] = {"E": E, "T": cfg.trajectory.T, "step": 2 * E / (cfg.trajectory.T - 1),

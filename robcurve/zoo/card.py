@@ -72,7 +72,8 @@ def finalize(recipe: Recipe, work_dir: Path, data_dir: str | None = None) -> dic
         "dataset": "fashion-mnist", "input": {"size": [1, 28, 28], "range": "[0, 1]", "mean": list(MEAN), "std": list(STD)},
         "data": {"train": "Fashion-MNIST training split, all 60,000 images (IDX files of the Debian package dataset-fashion-mnist)",
                  "test": "Fashion-MNIST test split, all 10,000 images"},
-        "augmentation": "random crop 28 from zero-padded 32 (pad 2) and random horizontal flip, per sample",
+        "augmentation": (f"random crop 28 from zero-padded {28 + 2 * recipe.crop_pad} (pad {recipe.crop_pad}) and random horizontal flip, per sample"
+                         if recipe.crop_pad else "random horizontal flip, per sample"),
         "optimizer": {"name": "AdamW", "lr": recipe.lr, "weight_decay": recipe.weight_decay, "batch_size": recipe.batch_size,
                       "schedule": f"linear warm-up {recipe.warmup_epochs} epoch, cosine to 0", "loss": "cross-entropy"},
         "epochs": recipe.epochs, "seed": recipe.seed,

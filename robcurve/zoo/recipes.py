@@ -18,6 +18,7 @@ class Recipe:
     batch_size: int = 128
     warmup_epochs: float = 1.0
     seed: int = 0
+    crop_pad: int = 2  # random-crop padding of the augmentation (0: flips only)
     # adversarial training: None, or FGSM with random start (Wong, Rice, Kolter 2020)
     adv_eps: float | None = None
     adv_step: float | None = None
@@ -38,7 +39,7 @@ class Recipe:
 RECIPES: dict[str, Recipe] = {r.name: r for r in [
     Recipe("vit-fmnist", "vit", epochs=15, series=(0, 1, 2, 3, 5, 8, 11, 15),
            description="ViT (patch 4, width 64, depth 6, 4 heads, class token); `vit_small` on Fashion-MNIST"),
-    Recipe("swin-fmnist", "swin", epochs=10,
+    Recipe("swin-fmnist", "swin", epochs=10, crop_pad=0,
            description="Swin (patch 2, window 7, width 48, depths 2-2); `swin` on Fashion-MNIST"),
     Recipe("resnet-fmnist", "resnet", epochs=6, series=(0, 1, 2, 3, 4, 5, 6),
            description="ResNet (BasicBlock 2-2-2-2, width 16-128, stride-1 stem); `resnet18` on Fashion-MNIST"),

@@ -35,14 +35,14 @@ def step_generator(seed: int, epoch: int, step: int) -> torch.Generator:
 
 
 def augment(x: Tensor, g: torch.Generator, pad: int = 2) -> Tensor:
-    """Random crop with zero padding ``pad`` and random horizontal flip, per sample."""
+    """Random crop with zero padding ``pad`` (none when 0) and random horizontal flip, per sample."""
     b, c, h, w = x.shape
-    xp = F.pad(x, (pad, pad, pad, pad))
-    oy = torch.randint(0, 2 * pad + 1, (b,), generator=g)
-    ox = torch.randint(0, 2 * pad + 1, (b,), generator=g)
-    out = _crop(xp, oy, ox, h, w)
+    if pad:
+        oy = torch.randint(0, 2 * pad + 1, (b,), generator=g)
+        ox = torch.randint(0, 2 * pad + 1, (b,), generator=g)
+        x = _crop(F.pad(x, (pad, pad, pad, pad)), oy, ox, h, w)
     flip = torch.rand(b, generator=g) < 0.5
-    return torch.where(flip[:, None, None, None], out.flip(-1), out)
+    return torch.where(flip[:, None, None, None], x.flip(-1), x)
 
 
 def _crop(xp: Tensor, oy: Tensor, ox: Tensor, h: int, w: int) -> Tensor:
@@ -141,7 +141,7 @@ def train(recipe: Recipe, work_dir: Path, data_dir: str | None = None, progress:
         perm = torch.randperm(n, generator=torch.Generator().manual_seed(recipe.seed * 7919 + epoch))
         idx = perm[s * recipe.batch_size : (s + 1) * recipe.batch_size]
         g = step_generator(recipe.seed, epoch, s)
-        x = augment(x_all[idx], g)
+        x = augment(x_all[idx], g, pad=recipe.crop_pad)
         y = y_all[idx]
         model.train()
         if recipe.adv_eps:
