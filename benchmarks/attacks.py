@@ -40,7 +40,7 @@ from robcurve.attacks.base import AttackResult  # noqa: E402
 
 
 def load_model(arch: str, weights: str | None) -> tuple[torch.nn.Module, str]:
-    from robcurve.models.wrapper import RobModel
+    from robcurve.models.wrapper import RobcurveModel
     from robcurve.zoo.archs import build
 
     net = build(arch)
@@ -54,7 +54,7 @@ def load_model(arch: str, weights: str | None) -> tuple[torch.nn.Module, str]:
         raise SystemExit(f"weights file not found: {path}")
     else:
         used = f"random init (no {path.relative_to(ROOT)})"
-    return RobModel(net, (0.286,), (0.353,)), used
+    return RobcurveModel(net, (0.286,), (0.353,)), used
 
 
 def timed(fn, repeat: int) -> tuple[float, AttackResult]:

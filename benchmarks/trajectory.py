@@ -37,7 +37,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def get_model(random_init: bool, device: str):
-    from robcurve.models.wrapper import RobModel
+    from robcurve.models.wrapper import RobcurveModel
     from robcurve.zoo.archs import build
 
     if not random_init:
@@ -48,7 +48,7 @@ def get_model(random_init: bool, device: str):
         except Exception as e:  # the zoo may not ship weights yet
             print(f"(zoo:vit-fmnist not available: {str(e).splitlines()[0][:100]}; using random init)")
     torch.manual_seed(0)
-    return RobModel(build("vit"), (0.286,), (0.353,)).to(device).eval(), "zoo vit architecture, random init"
+    return RobcurveModel(build("vit"), (0.286,), (0.353,)).to(device).eval(), "zoo vit architecture, random init"
 
 
 def sync(device: str) -> None:

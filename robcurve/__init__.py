@@ -18,7 +18,7 @@ __version__ = "0.1.0"
 
 _API = {
     "load_model": "robcurve.models:load_model",
-    "RobModel": "robcurve.models.wrapper:RobModel",
+    "RobcurveModel": "robcurve.models.wrapper:RobcurveModel",
     "ModelInfo": "robcurve.models.wrapper:ModelInfo",
     "load_dataset": "robcurve.data:load_dataset",
     "SampleSet": "robcurve.data.base:SampleSet",

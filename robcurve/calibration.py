@@ -266,7 +266,7 @@ def calibration_under_attack(model: torch.nn.Module, x: Tensor, y: Tensor, attac
     """Calibration metrics per attack budget.
 
     Args:
-        model: maps images in [0, 1] (N, C, H, W) to logits (N, K) (a RobModel or any module).
+        model: maps images in [0, 1] (N, C, H, W) to logits (N, K) (a RobcurveModel or any module).
         x, y: the clean images and their labels.
         attack_results: ``{budget: x_adv}`` where ``x_adv`` is a tensor shaped like ``x`` or an
             object with an ``x_adv`` attribute (an AttackResult) or key. Budget 0 is the clean

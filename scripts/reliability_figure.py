@@ -11,7 +11,7 @@ Run:
     python scripts/reliability_figure.py --weights vit-fmnist=zoo-work/vit-fmnist/epochs/epoch_004.safetensors
 
 Weights are ``robcurve/zoo/weights/<name>.safetensors`` (the raw network's state dict), built
-with ``robcurve.zoo.archs.build`` and wrapped in ``RobModel(net, (0.2860,), (0.3530,))``.
+with ``robcurve.zoo.archs.build`` and wrapped in ``RobcurveModel(net, (0.2860,), (0.3530,))``.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def build_model(name: str, weights: Path | None, random_init: bool, seed: int):
     from safetensors.torch import load_file
 
     from robcurve.errors import RobcurveError
-    from robcurve.models.wrapper import ModelInfo, RobModel
+    from robcurve.models.wrapper import ModelInfo, RobcurveModel
     from robcurve.zoo.archs import build
 
     arch = ARCH.get(name, name.split("-")[0])
@@ -49,7 +49,7 @@ def build_model(name: str, weights: Path | None, random_init: bool, seed: int):
                                 where=str(path), fix="pass the weights of this model")
     info = ModelInfo(spec=f"zoo:{name}", source="zoo", name=name, arch=arch, dataset="fashion-mnist",
                      num_classes=10, input_size=(1, 28, 28), extra={"random_init": random_init})
-    return RobModel(net, (0.2860,), (0.3530,), info=info).eval()
+    return RobcurveModel(net, (0.2860,), (0.3530,), info=info).eval()
 
 
 @torch.no_grad()

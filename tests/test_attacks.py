@@ -69,11 +69,11 @@ def analytic_distance(model: nn.Module, x: torch.Tensor, y: torch.Tensor, q: flo
 def vit():
     import robcurve.data.fashion_mnist  # noqa: F401  (registers the dataset)
     from robcurve.data.base import load_dataset
-    from robcurve.models.wrapper import RobModel
+    from robcurve.models.wrapper import RobcurveModel
     from robcurve.zoo.archs import build
 
     torch.manual_seed(0)
-    model = RobModel(build("vit"), (0.286,), (0.353,))
+    model = RobcurveModel(build("vit"), (0.286,), (0.353,))
     x = load_dataset("fashion-mnist-embedded", n=16).images
     with torch.no_grad():
         y = model(x).argmax(1)
@@ -327,3 +327,19 @@ def test_jumpout_through_the_attack_interface():
     assert res.success[ok].all()
     expected = (0.01 + ref.travel_after.linf[ok]).double()
     assert torch.all(res.linf[ok] <= expected + 1e-4)
+
+
+def test_robcurve_wrapper_is_safe_to_hand_to_torchattacks():
+    """torchattacks special-cases a class named RobModel; ours must not be treated so."""
+    import torchattacks
+
+    from robcurve.models.wrapper import RobcurveModel
+    from robcurve.zoo.archs import build
+
+    torch.manual_seed(0)
+    m = RobcurveModel(build("resnet"), (0.286,), (0.353,))
+    x = torch.rand(4, 1, 28, 28)
+    y = torch.randint(0, 10, (4,))
+    adv = torchattacks.PGD(m, eps=0.05, alpha=0.01, steps=3)(x, y)
+    assert float(adv.min()) >= 0.0 and float(adv.max()) <= 1.0
+    assert float((adv - x).abs().max()) <= 0.05 + 1e-6

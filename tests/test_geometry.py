@@ -21,7 +21,7 @@ from robcurve.geometry import (
     trajectory,
     travel_distance,
 )
-from robcurve.models.wrapper import RobModel
+from robcurve.models.wrapper import RobcurveModel
 from robcurve.zoo.archs import build
 
 F64 = torch.float64
@@ -46,27 +46,27 @@ class Toy(nn.Module):
         return self.both(x)[0]
 
 
-def toy_model(feat, logit, n_move=None) -> RobModel:
-    return RobModel(Toy(feat, logit, n_move), features_fn=lambda net, x: net.both(x))
+def toy_model(feat, logit, n_move=None) -> RobcurveModel:
+    return RobcurveModel(Toy(feat, logit, n_move), features_fn=lambda net, x: net.both(x))
 
 
-def line_model() -> RobModel:
+def line_model() -> RobcurveModel:
     a = torch.tensor([0.3, -1.0, 2.0, 0.5, 0.0, 1.0], dtype=F64)
     b = torch.tensor([1.0, 2.0, -0.5, 0.0, 3.0, 1.0], dtype=F64)
     W = torch.tensor([[1.0, 0, 0, 1, 0, 0], [0, 1.0, 0, 0, -1, 0], [0.5, 0, 1.0, 0, 0, 2]], dtype=F64)
     return toy_model(lambda s, f: a + s[:, None] * b, lambda s, z, f: z @ W.T)
 
 
-def circle_model(omega: float, r: float = 2.0) -> RobModel:
+def circle_model(omega: float, r: float = 2.0) -> RobcurveModel:
     def feat(s, f):
         return torch.stack([r * torch.cos(omega * s), r * torch.sin(omega * s), torch.ones_like(s)], 1)
 
     return toy_model(feat, lambda s, z, f: z[:, :2])
 
 
-def vit_model(dtype=torch.float32) -> RobModel:
+def vit_model(dtype=torch.float32) -> RobcurveModel:
     torch.manual_seed(0)
-    return RobModel(build("vit").to(dtype), (0.286,), (0.353,)).eval()
+    return RobcurveModel(build("vit").to(dtype), (0.286,), (0.353,)).eval()
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +122,7 @@ def test_circle_turns_by_its_angular_step_at_every_point_and_ladder():
     assert torch.allclose(c2.features.local_angle, torch.full((2,), 2 * phi, dtype=F64), atol=1e-8)
 
 
-def region_model() -> RobModel:
+def region_model() -> RobcurveModel:
     """5 pixels: s = mean of the first 3 (they move), w_hi = pixel 3, w_lo = pixel 4 (fixed).
     Class 0 for −w_lo <= s − 0.5 <= w_hi, class 1 above, class 2 below; features a parabola."""
 
@@ -205,7 +205,7 @@ def test_clamp_bends_only_when_asked():
     assert clamped.features.r2[0, -1] < 0.99
 
 
-def linear_classifier(seed: int = 0, K: int = 3) -> tuple[RobModel, torch.Tensor, torch.Tensor]:
+def linear_classifier(seed: int = 0, K: int = 3) -> tuple[RobcurveModel, torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     W = torch.randn(K, 16, generator=g, dtype=F64)
     b = torch.randn(K, generator=g, dtype=F64) * 0.1
@@ -213,7 +213,7 @@ def linear_classifier(seed: int = 0, K: int = 3) -> tuple[RobModel, torch.Tensor
     with torch.no_grad():
         net[1].weight.copy_(W)
         net[1].bias.copy_(b)
-    return RobModel(net), W, b
+    return RobcurveModel(net), W, b
 
 
 def analytic_distance(W, b, x, y, d):
@@ -459,13 +459,13 @@ def test_layer_profile_vit_one_entry_per_block_and_branch(vit, vit_batch):
 def test_layer_profile_swin_and_resnet():
     torch.manual_seed(0)
     x = torch.rand(1, 1, 28, 28, generator=torch.Generator().manual_seed(0))
-    d = get_direction(RobModel(build("swin")), x, kind="random")
-    sw = layer_profile(RobModel(build("swin"), (0.286,), (0.353,)), x, d, 0.01, T=5, region="full")
+    d = get_direction(RobcurveModel(build("swin")), x, kind="random")
+    sw = layer_profile(RobcurveModel(build("swin"), (0.286,), (0.353,)), x, d, 0.01, T=5, region="full")
     kinds = [s.kind for s in sw.layers]
     assert kinds.count("attn") == 4 and kinds.count("mlp") == 4 and kinds.count("block") == 4
     assert "layers.1.blocks.1.mlp" in sw.names
     assert sw.angle.isfinite().all()
-    rn = layer_profile(RobModel(build("resnet"), (0.286,), (0.353,)), x, d, 0.01, T=5, region="full")
+    rn = layer_profile(RobcurveModel(build("resnet"), (0.286,), (0.353,)), x, d, 0.01, T=5, region="full")
     assert [s.name for s in rn.layers][:2] == ["layer1.0", "layer1.1"] and len(rn.layers) == 8 + 2
 
 

@@ -10,7 +10,7 @@ from torch import nn
 
 from robcurve.errors import RobcurveError
 from robcurve.models import load_model, resolve_spec
-from robcurve.models.wrapper import RobModel, as_robmodel
+from robcurve.models.wrapper import RobcurveModel, as_robmodel
 
 
 def _save(net, path):
@@ -31,7 +31,7 @@ def timm_resnet(tmp_path_factory):
 def test_timm_plugin_matches_raw_model(timm_resnet):
     net, path = timm_resnet
     m = load_model("timm:resnet18", weights=str(path))
-    assert isinstance(m, RobModel) and not m.training
+    assert isinstance(m, RobcurveModel) and not m.training
     assert m.info.num_classes == 10  # read from the checkpoint's head
     x = torch.rand(4, 3, 64, 64)
     mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)

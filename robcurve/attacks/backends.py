@@ -7,10 +7,11 @@ imported on first use; a missing one raises :class:`RobcurveError` saying how to
 
 The model reaches the library through :class:`CountingModel`, which counts rows forwarded and
 back-propagated (the libraries cannot say which sample a call served, so every sample gets the
-batch mean) and applies ``autocast``. It must not be called ``RobModel``: torchattacks treats a
-model whose class has that name as its own (MAIR) RobModel and then un-normalises the inputs
-before and re-normalises the outputs after the attack, which silently corrupts the attack on
-robcurve's RobModel (normalisation inside). docs/attacks.md lists the other differences.
+batch mean) and applies ``autocast``. No class handed to torchattacks may be called ``RobModel``:
+torchattacks treats a model whose class has that name as its own (MAIR) RobModel and then
+un-normalises the inputs before and re-normalises the outputs after the attack, which would
+silently corrupt an attack on a wrapper with normalisation inside (robcurve's wrapper is named
+``RobcurveModel`` for that reason). docs/attacks.md lists the other differences.
 """
 
 from __future__ import annotations

@@ -348,7 +348,7 @@ class Attack:
         x = x.detach().to(device=dev, dtype=mdtype)
         if n and (float(x.min()) < -1e-6 or float(x.max()) > 1 + 1e-6):
             raise RobcurveError(f"images must be in [0, 1], got values in [{float(x.min()):.3g}, {float(x.max()):.3g}]",
-                                fix="pass unnormalised pixels in [0, 1]; put the mean/std normalisation inside the model (RobModel)")
+                                fix="pass unnormalised pixels in [0, 1]; put the mean/std normalisation inside the model (RobcurveModel)")
         x = x.clamp(0, 1)
         y = _as_long(y, n, "labels", dev)
         if target is not None:

@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from robcurve.errors import RobcurveError
 from robcurve.geometry.directions import check_direction, check_images
-from robcurve.models.wrapper import FeaturesFn, RobModel, as_robmodel
+from robcurve.models.wrapper import FeaturesFn, RobcurveModel, as_robmodel
 
 
 @dataclass
@@ -94,7 +94,7 @@ class TravelDistance:
 FIRST_ROUND_STEPS = 16  # ε's per sample in the first forward-search round (then doubling)
 
 
-def _preds_at(model: RobModel, x: Tensor, d: Tensor, rows: Tensor, eps: Tensor, chunk: int, clamp: bool) -> Tensor:
+def _preds_at(model: RobcurveModel, x: Tensor, d: Tensor, rows: Tensor, eps: Tensor, chunk: int, clamp: bool) -> Tensor:
     """argmax f(x[rows[j]] + eps[j] d[rows[j]]) for j, in chunks; (len(rows),) on the CPU."""
     out = []
     with torch.no_grad():

@@ -18,7 +18,7 @@ every geometry measurement multiplies it, so its normalisation fixes what ε mea
 Random draws use a CPU ``torch.Generator`` seeded with ``seed``, so they are identical on
 every device; they depend on the batch (the k-th sample of a batch gets the k-th draw).
 Nothing is clamped to [0, 1]. Every rule is a function
-``rule(model: RobModel, x, y, *, seed, custom, **options) -> Tensor`` in :data:`directions`.
+``rule(model: RobcurveModel, x, y, *, seed, custom, **options) -> Tensor`` in :data:`directions`.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from robcurve.errors import RobcurveError
-from robcurve.models.wrapper import RobModel, as_robmodel
+from robcurve.models.wrapper import RobcurveModel, as_robmodel
 from robcurve.registry import Registry
 
 DirectionRule = Callable[..., Tensor]
@@ -83,7 +83,7 @@ def _need_labels(y: Tensor | None, kind: str, x: Tensor) -> Tensor:
     return y
 
 
-def fgsm_sign(model: RobModel, x: Tensor, y: Tensor) -> Tensor:
+def fgsm_sign(model: RobcurveModel, x: Tensor, y: Tensor) -> Tensor:
     """sign(∇ₓ CE(f(x), y)) per sample; summed loss, so a sample's sign ignores its batch."""
     xg = x.detach().clone().requires_grad_(True)
     with torch.enable_grad():
@@ -94,19 +94,19 @@ def fgsm_sign(model: RobModel, x: Tensor, y: Tensor) -> Tensor:
 
 # -- rules ------------------------------------------------------------------------------------
 @directions.register("fgsm", default=True, help="sign of the CE gradient at the true label (‖d‖∞ = 1)")
-def _fgsm(model: RobModel, x: Tensor, y: Tensor | None, *, seed: int = 0, custom: Tensor | None = None,
+def _fgsm(model: RobcurveModel, x: Tensor, y: Tensor | None, *, seed: int = 0, custom: Tensor | None = None,
           **options: Any) -> Tensor:
     return fgsm_sign(model, x, _need_labels(y, "fgsm", x))
 
 
 @directions.register("random", help="seeded random signs (‖d‖∞ = 1)")
-def _random(model: RobModel, x: Tensor, y: Tensor | None, *, seed: int = 0, custom: Tensor | None = None,
+def _random(model: RobcurveModel, x: Tensor, y: Tensor | None, *, seed: int = 0, custom: Tensor | None = None,
             **options: Any) -> Tensor:
     return random_signs(tuple(x.shape), seed, dtype=x.dtype, device=x.device)
 
 
 @directions.register("orthogonal", help="seeded random signs projected orthogonal to FGSM, ‖d‖∞ = 1")
-def _orthogonal(model: RobModel, x: Tensor, y: Tensor | None, *, seed: int = 0, custom: Tensor | None = None,
+def _orthogonal(model: RobcurveModel, x: Tensor, y: Tensor | None, *, seed: int = 0, custom: Tensor | None = None,
                 **options: Any) -> Tensor:
     g = fgsm_sign(model, x, _need_labels(y, "orthogonal", x))
     r = random_signs(tuple(x.shape), seed, dtype=x.dtype, device=x.device)
@@ -123,7 +123,7 @@ def _normalized_displacement(x_adv: Tensor, x: Tensor, normalize: str) -> Tensor
 
 
 @directions.register("pgd", help="(x_pgd − x) rescaled to ‖d‖∞ = 1; options: eps (default 8/255), norm, steps, ...")
-def _pgd(model: RobModel, x: Tensor, y: Tensor | None, *, seed: int = 0, custom: Tensor | None = None,
+def _pgd(model: RobcurveModel, x: Tensor, y: Tensor | None, *, seed: int = 0, custom: Tensor | None = None,
          eps: float = 8 / 255, normalize: str = "Linf", **options: Any) -> Tensor:
     from robcurve.attacks import pgd
 
@@ -132,7 +132,7 @@ def _pgd(model: RobModel, x: Tensor, y: Tensor | None, *, seed: int = 0, custom:
 
 
 @directions.register("deepfool", help="(x_deepfool − x) rescaled to ‖d‖∞ = 1; options: norm, steps, overshoot, ...")
-def _deepfool(model: RobModel, x: Tensor, y: Tensor | None, *, seed: int = 0, custom: Tensor | None = None,
+def _deepfool(model: RobcurveModel, x: Tensor, y: Tensor | None, *, seed: int = 0, custom: Tensor | None = None,
               normalize: str = "Linf", **options: Any) -> Tensor:
     from robcurve.attacks import deepfool
 
@@ -141,7 +141,7 @@ def _deepfool(model: RobModel, x: Tensor, y: Tensor | None, *, seed: int = 0, cu
 
 
 @directions.register("custom", help="the user's tensor, as given")
-def _custom(model: RobModel, x: Tensor, y: Tensor | None, *, seed: int = 0, custom: Tensor | None = None,
+def _custom(model: RobcurveModel, x: Tensor, y: Tensor | None, *, seed: int = 0, custom: Tensor | None = None,
             **options: Any) -> Tensor:
     if custom is None:
         raise RobcurveError("direction 'custom' needs a tensor", where="get_direction",

@@ -40,7 +40,7 @@ from robcurve.geometry.trajectory import (
     region_mask,
     space_measures,
 )
-from robcurve.models.wrapper import FeaturesFn, RobModel, as_robmodel
+from robcurve.models.wrapper import FeaturesFn, RobcurveModel, as_robmodel
 
 
 @dataclass(frozen=True)
@@ -71,7 +71,7 @@ def _is_transformer_block(m: nn.Module) -> bool:
 
 
 def default_layers(net: nn.Module) -> list[LayerSpec]:
-    """The layers measured by default for ``net`` (the raw network inside a RobModel)."""
+    """The layers measured by default for ``net`` (the raw network inside a RobcurveModel)."""
     specs: list[LayerSpec] = []
     blocks = getattr(net, "blocks", None)
     layers = getattr(net, "layers", None)
@@ -112,7 +112,7 @@ def default_layers(net: nn.Module) -> list[LayerSpec]:
                         fix="pass modules=[...] with module names from net.named_modules()")
 
 
-def _resolve(rob: RobModel, name: str) -> tuple[str, nn.Module]:
+def _resolve(rob: RobcurveModel, name: str) -> tuple[str, nn.Module]:
     for root in (rob.net, rob):  # names in the raw net, or in the wrapper ("net.blocks.0")
         try:
             return name, root.get_submodule(name)

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from robcurve.errors import RobcurveError
 from robcurve.geometry.directions import check_direction, check_images
-from robcurve.models.wrapper import FeaturesFn, RobModel, as_robmodel
+from robcurve.models.wrapper import FeaturesFn, RobcurveModel, as_robmodel
 
 REGIONS = ("in-class", "full")
 MIN_REGION_POINTS = 5
@@ -60,7 +60,7 @@ def grid_inputs(x: Tensor, d: Tensor, eps: Tensor, start: int, stop: int, clamp:
     return inp.clamp_(0.0, 1.0) if clamp else inp
 
 
-def predict(model: RobModel, x: Tensor, chunk_size: int = 4096) -> Tensor:
+def predict(model: RobcurveModel, x: Tensor, chunk_size: int = 4096) -> Tensor:
     """argmax f(x) for images x (N, C, H, W), in chunks, under no_grad; (N,) long on x's device."""
     with torch.no_grad():
         return torch.cat([model(x[a:a + chunk_size]).argmax(-1) for a in range(0, x.shape[0], chunk_size)])

@@ -12,7 +12,7 @@ import sys
 import torch
 
 from robcurve.errors import RobcurveError
-from robcurve.models.wrapper import ModelInfo, RobModel, as_robmodel
+from robcurve.models.wrapper import ModelInfo, RobcurveModel, as_robmodel
 from robcurve.registry import Registry
 
 SOURCES: Registry = Registry("model source")
@@ -67,8 +67,8 @@ def resolve_spec(spec: str, dataset: str = "fashion-mnist") -> str:
 
 def load_model(spec: str, *, dataset: str = "fashion-mnist", threat_model: str = "Linf", weights: str | None = None,
                model_dir: str | None = None, device: str | torch.device = "cpu", dtype: torch.dtype | None = None,
-               verbose: bool = False, **kwargs) -> RobModel:
-    """Load a model in the RobModel contract ([0, 1] input, normalisation inside, eval mode).
+               verbose: bool = False, **kwargs) -> RobcurveModel:
+    """Load a model in the RobcurveModel contract ([0, 1] input, normalisation inside, eval mode).
 
     Args:
         spec: ``source:name`` or an alias resolved for ``dataset``.
@@ -105,4 +105,4 @@ def load_model(spec: str, *, dataset: str = "fashion-mnist", threat_model: str =
     return model.eval()
 
 
-__all__ = ["ALIASES", "SOURCES", "ModelInfo", "RobModel", "as_robmodel", "load_model", "resolve_spec"]
+__all__ = ["ALIASES", "SOURCES", "ModelInfo", "RobcurveModel", "as_robmodel", "load_model", "resolve_spec"]

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from robcurve.errors import RobcurveError
 from robcurve.models.common import guess_family, load_into, read_state_dict, sha256_file
-from robcurve.models.wrapper import ModelInfo, RobModel
+from robcurve.models.wrapper import ModelInfo, RobcurveModel
 
 
 def read_sidecar(path: Path) -> dict:
@@ -31,7 +31,7 @@ def read_sidecar(path: Path) -> dict:
     return meta
 
 
-def load_file_model(path: str, arch: str | None = None, **kw) -> RobModel:
+def load_file_model(path: str, arch: str | None = None, **kw) -> RobcurveModel:
     p = Path(path)
     if not p.is_file():
         raise RobcurveError(f"weights file not found: {p}", where=str(p.parent), fix="check the path after 'file:'")
@@ -54,22 +54,22 @@ def load_file_model(path: str, arch: str | None = None, **kw) -> RobModel:
     info = ModelInfo(spec=f"file:{p}", source="file", name=p.stem, arch=a, family=guess_family(net),
                      dataset=meta.get("dataset", ""), num_classes=getattr(net, "num_classes", 0),
                      input_size=tuple(meta.get("input_size", (c, 0, 0))), weights=str(p), weights_sha256=sha256_file(p))
-    return RobModel(net, mean, std, info=info)
+    return RobcurveModel(net, mean, std, info=info)
 
 
-def load_py_model(target: str, **kw) -> RobModel:
-    """``py:package.module:factory`` — any callable returning an nn.Module ([0, 1] input) or a RobModel."""
+def load_py_model(target: str, **kw) -> RobcurveModel:
+    """``py:package.module:factory`` — any callable returning an nn.Module ([0, 1] input) or a RobcurveModel."""
     from torch import nn
 
     from robcurve.registry import import_target
 
     factory = import_target(target)
     obj = factory()
-    if isinstance(obj, RobModel):
+    if isinstance(obj, RobcurveModel):
         obj.info.spec, obj.info.source = f"py:{target}", "py"
         return obj
     if not isinstance(obj, nn.Module):
         raise RobcurveError(f"py:{target} returned {type(obj).__name__}, not a torch nn.Module", fix="return the model from the factory")
     info = ModelInfo(spec=f"py:{target}", source="py", name=target.rsplit(":", 1)[-1], arch=type(obj).__name__,
                      family=guess_family(obj))
-    return RobModel(obj, None, None, info=info)
+    return RobcurveModel(obj, None, None, info=info)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from robcurve.errors import RobcurveError
 from robcurve.models.common import guess_family, load_into, read_state_dict, sha256_file
-from robcurve.models.wrapper import ModelInfo, RobModel
+from robcurve.models.wrapper import ModelInfo, RobcurveModel
 
 DATASETS = ("cifar10", "cifar100", "imagenet")
 THREATS = ("Linf", "L2", "corruptions")
@@ -55,7 +55,7 @@ def checkpoint_path(name: str, dataset: str, threat_model: str, model_dir: str |
 
 
 def load_robustbench(name: str, dataset: str = "cifar10", threat_model: str = "Linf",
-                     model_dir: str | Path | None = None, **_) -> RobModel:
+                     model_dir: str | Path | None = None, **_) -> RobcurveModel:
     if dataset not in DATASETS:
         raise RobcurveError(f"robustbench has no dataset {dataset!r}", fix=f"use --dataset one of {', '.join(DATASETS)}")
     if threat_model not in THREATS:
@@ -94,4 +94,4 @@ def load_robustbench(name: str, dataset: str = "cifar10", threat_model: str = "L
                      input_size=(c, size, size), weights=str(path), weights_sha256=sha256_file(path),
                      extra={"threat_model": threat_model})
     # RobustBench models take [0, 1] input and normalise inside themselves where needed
-    return RobModel(net, None, None, info=info)
+    return RobcurveModel(net, None, None, info=info)

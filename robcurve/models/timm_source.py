@@ -13,7 +13,7 @@ from pathlib import Path
 
 from robcurve.errors import RobcurveError
 from robcurve.models.common import guess_family, load_into, read_state_dict, sha256_file
-from robcurve.models.wrapper import ModelInfo, RobModel
+from robcurve.models.wrapper import ModelInfo, RobcurveModel
 
 
 def hf_cache_dir() -> Path:
@@ -43,7 +43,7 @@ def _classifier_key(net) -> str | None:
 
 
 def load_timm(name: str, weights: str | None = None, num_classes: int | None = None, in_chans: int | None = None,
-              **kwargs) -> RobModel:
+              **kwargs) -> RobcurveModel:
     import timm
 
     if not timm.is_model(name):
@@ -90,4 +90,4 @@ def load_timm(name: str, weights: str | None = None, num_classes: int | None = N
     info = ModelInfo(spec=f"timm:{name}", source="timm", name=name, arch=name, family=guess_family(net),
                      num_classes=net.num_classes, input_size=(c, size[1], size[2]), weights=source,
                      weights_sha256=sha256_file(source) if sd is not None else None)
-    return RobModel(net, mean, std, info=info)
+    return RobcurveModel(net, mean, std, info=info)

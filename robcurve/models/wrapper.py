@@ -1,6 +1,6 @@
 """The model contract every robcurve measurement relies on (METHOD.md §0).
 
-A :class:`RobModel` maps images in [0, 1] pixel space, shape (N, C, H, W), to logits (N, K).
+A :class:`RobcurveModel` maps images in [0, 1] pixel space, shape (N, C, H, W), to logits (N, K).
 Input normalisation (mean/std) lives inside, so every ε and distance is in [0, 1] pixel
 units. ``features(x)`` returns the penultimate representation (N, D): the vector the
 classifier head consumes. ``logits_and_features(x)`` gives both from one forward pass.
@@ -61,7 +61,7 @@ def is_timm_model(net: nn.Module) -> bool:
     return all(hasattr(net, a) for a in ("forward_features", "forward_head", "get_classifier"))
 
 
-class RobModel(nn.Module):
+class RobcurveModel(nn.Module):
     """A classifier in robcurve's contract: [0, 1] input, normalisation inside, eval mode.
 
     Args:
@@ -144,7 +144,7 @@ class RobModel(nn.Module):
             "this model has no penultimate features: pass features_fn=(net, x) -> (logits, features)"
         )
 
-    def train(self, mode: bool = True) -> RobModel:  # keep BN/dropout frozen unless asked
+    def train(self, mode: bool = True) -> RobcurveModel:  # keep BN/dropout frozen unless asked
         return super().train(mode)
 
     @property
@@ -160,10 +160,10 @@ class RobModel(nn.Module):
         return self.mean.dtype
 
 
-def as_robmodel(model: nn.Module, features_fn: FeaturesFn | None = None) -> RobModel:
-    """Return ``model`` in the RobModel contract; a plain module is taken as [0, 1] -> logits."""
-    if isinstance(model, RobModel):
+def as_robmodel(model: nn.Module, features_fn: FeaturesFn | None = None) -> RobcurveModel:
+    """Return ``model`` in the RobcurveModel contract; a plain module is taken as [0, 1] -> logits."""
+    if isinstance(model, RobcurveModel):
         if features_fn is not None:
-            return RobModel(model.net, model.mean.flatten().tolist(), model.std.flatten().tolist(), features_fn, model.info)
+            return RobcurveModel(model.net, model.mean.flatten().tolist(), model.std.flatten().tolist(), features_fn, model.info)
         return model
-    return RobModel(model, features_fn=features_fn, info=ModelInfo(name=type(model).__name__))
+    return RobcurveModel(model, features_fn=features_fn, info=ModelInfo(name=type(model).__name__))

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 import robcurve
 from robcurve.data.base import SampleSet, load_dataset
 from robcurve.models import load_model, resolve_spec
-from robcurve.models.wrapper import RobModel
+from robcurve.models.wrapper import RobcurveModel
 from robcurve.run.config import RunConfig
 from robcurve.run.store import Store
 
@@ -45,7 +45,7 @@ def default_out(cfg: RunConfig) -> Path:
 @dataclass
 class Context:
     cfg: RunConfig
-    model: RobModel
+    model: RobcurveModel
     data: SampleSet
     device: torch.device
     cache: dict[str, Any] = field(default_factory=dict)
@@ -85,7 +85,7 @@ def _prob_fields(logits: Tensor, y: Tensor, keep_probs: bool) -> list[dict]:
 
 
 @torch.no_grad()
-def _logits(model: RobModel, x: Tensor, bs: int = 512) -> Tensor:
+def _logits(model: RobcurveModel, x: Tensor, bs: int = 512) -> Tensor:
     return torch.cat([model(x[s : s + bs]) for s in range(0, len(x), bs)]).cpu()
 
 
@@ -228,7 +228,7 @@ class RunResult:
     elapsed_s: float
 
 
-def prepare(cfg: RunConfig, verbose: bool = True) -> tuple[RobModel, SampleSet, torch.device]:
+def prepare(cfg: RunConfig, verbose: bool = True) -> tuple[RobcurveModel, SampleSet, torch.device]:
     device = torch.device(cfg.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         from robcurve.errors import RobcurveError

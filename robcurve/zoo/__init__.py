@@ -47,11 +47,11 @@ def weight_file(c: dict, epoch: int | None) -> tuple[Path, str]:
 
 
 def load_zoo(name: str, epoch: int | None = None, verify: bool = True, **_):
-    """Load zoo model ``name`` (optionally a series checkpoint) as a RobModel in eval mode."""
+    """Load zoo model ``name`` (optionally a series checkpoint) as a RobcurveModel in eval mode."""
     from safetensors.torch import load_file
 
     from robcurve.models.common import load_into, sha256_file
-    from robcurve.models.wrapper import ModelInfo, RobModel
+    from robcurve.models.wrapper import ModelInfo, RobcurveModel
     from robcurve.zoo.archs import build
 
     c = card(name)
@@ -69,7 +69,7 @@ def load_zoo(name: str, epoch: int | None = None, verify: bool = True, **_):
     info = ModelInfo(spec=spec, source="zoo", name=name, arch=c["arch"], family=c["family"], dataset="fashion-mnist",
                      num_classes=10, input_size=(1, 28, 28), weights=str(path), weights_sha256=digest,
                      extra={"epoch": epoch, "test_acc": c.get("test_acc"), "adversarial_training": c.get("adversarial_training")})
-    return RobModel(net, MEAN, STD, info=info)
+    return RobcurveModel(net, MEAN, STD, info=info)
 
 
 def verify_all() -> list[tuple[str, bool, str]]:

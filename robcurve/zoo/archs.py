@@ -2,7 +2,7 @@
 
 Each zoo architecture is a small dict of timm constructor arguments plus robcurve's edits,
 so a model card can state exactly what was built. ``build(arch)`` returns the raw network
-(normalisation is added by the RobModel wrapper).
+(normalisation is added by the RobcurveModel wrapper).
 """
 
 from __future__ import annotations

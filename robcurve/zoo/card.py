@@ -21,11 +21,11 @@ ROBUST_EVAL = {"attack": "pgd", "norm": "Linf", "eps": 0.1, "steps": 20, "step_s
 
 
 def _model(arch: str, path: Path):
-    from robcurve.models.wrapper import RobModel
+    from robcurve.models.wrapper import RobcurveModel
 
     net = build(arch)
     net.load_state_dict(load_file(str(path)))
-    return RobModel(net, MEAN, STD).eval()
+    return RobcurveModel(net, MEAN, STD).eval()
 
 
 def robust_accuracy(model, data_dir: str | None) -> float | None:

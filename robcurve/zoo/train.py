@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from robcurve.data.base import load_dataset
-from robcurve.models.wrapper import RobModel
+from robcurve.models.wrapper import RobcurveModel
 from robcurve.zoo.archs import build
 from robcurve.zoo.recipes import Recipe
 
@@ -72,8 +72,8 @@ def fgsm_rs(model: nn.Module, x: Tensor, y: Tensor, eps: float, alpha: float, g:
     return torch.clamp(x + delta, 0, 1).detach()
 
 
-def wrap(net: nn.Module) -> RobModel:
-    return RobModel(net, MEAN, STD)
+def wrap(net: nn.Module) -> RobcurveModel:
+    return RobcurveModel(net, MEAN, STD)
 
 
 def _atomic_save(obj, path: Path) -> None:
