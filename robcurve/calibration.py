@@ -117,7 +117,7 @@ def _as_tensor(a: Any, name: str) -> Tensor:
     if isinstance(a, Tensor):
         return a.detach().cpu()
     try:
-        return torch.as_tensor(np.asarray(a))
+        return torch.as_tensor(np.array(a))  # a copy: read-only arrays (pandas) cannot back a tensor
     except (TypeError, ValueError) as e:
         raise RobcurveError(f"{name} is not array-like: {e}", fix="pass a tensor or numpy array") from None
 

@@ -7,6 +7,7 @@ traceback. Ctrl-C exits with 130 and says how to resume.
 from __future__ import annotations
 
 import sys
+import warnings
 from pathlib import Path
 from typing import Annotated
 
@@ -174,6 +175,8 @@ def main(argv: list[str] | None = None) -> int:
         from click.exceptions import Abort, ClickException, Exit
         NoArgsIsHelpError = ()  # noqa: N806
 
+    # timm's import triggers torch's deprecation notice for torch.jit.interface: not the user's concern
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.jit")
     cmd = typer.main.get_command(app)
     try:
         rv = cmd.main(args=argv if argv is not None else sys.argv[1:], prog_name="robcurve", standalone_mode=False)

@@ -38,7 +38,7 @@ class TrajectoryCfg(Strict):
     E: float = Field(0.1, gt=0, description="half width of the epsilon interval, L-inf pixel units")
     region: Literal["in-class", "full"] = "in-class"
     ladder: list[int] = Field(default_factory=lambda: [1, 5, 10, 20, 50])
-    curved_threshold: float = Field(0.05, ge=0, le=1, description="a sample is curved when 1 - R^2 exceeds this")
+    curved_threshold: float = Field(0.25, ge=0, le=1, description="a sample is curved when 1 - R^2 exceeds this")
     chunk_size: int = Field(4096, ge=1)
 
 
