@@ -56,7 +56,7 @@ def bench(
     interrupted run. Ends with a summary table, entry.json (leaderboard entry), samples.csv
     and plots in the run folder.
     """
-    from robcurve.run.config import FLAG_FIELDS, SHIPPED, load_config, parse_set
+    from robcurve.run.config import FLAG_FIELDS, SHIPPED, load_config, merge, parse_set
     from robcurve.run.runner import run
 
     flags = dict(model=model, attack=attack, dataset=dataset, data_dir=data_dir, threat_model=threat_model, weights=weights,
@@ -65,9 +65,7 @@ def bench(
     if measurements is not None:
         overrides["measurements"] = [m.strip() for m in measurements.split(",") if m.strip()]
     if set_:
-        from robcurve.run.config import _merge
-
-        overrides = _merge(parse_set(set_), overrides)
+        overrides = merge(parse_set(set_), overrides)
     if config is None and (SHIPPED / "default.yaml").is_file():
         config = SHIPPED / "default.yaml"
     cfg = load_config(config, overrides)

@@ -144,9 +144,6 @@ class RobcurveModel(nn.Module):
             "this model has no penultimate features: pass features_fn=(net, x) -> (logits, features)"
         )
 
-    def train(self, mode: bool = True) -> RobcurveModel:  # keep BN/dropout frozen unless asked
-        return super().train(mode)
-
     @property
     def device(self) -> torch.device:
         for p in self.parameters():

@@ -159,10 +159,10 @@ FLAG_FIELDS = ("model", "dataset", "data_dir", "threat_model", "weights", "model
                "device", "dtype", "attack", "out")
 
 
-def _merge(base: dict, over: dict) -> dict:
+def merge(base: dict, over: dict) -> dict:
     out = dict(base)
     for k, v in over.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
     return out
 
 
@@ -193,8 +193,8 @@ def read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
         for i in incs:
             p = Path(i)
             cand = path.parent / p
-            base = _merge(base, read_yaml(cand if cand.is_file() else p, (*seen, path)))
-        data = _merge(base, data)
+            base = merge(base, read_yaml(cand if cand.is_file() else p, (*seen, path)))
+        data = merge(base, data)
     return data
 
 
@@ -235,7 +235,7 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
     """Build a RunConfig from a YAML file (or the defaults) and overrides (flags, --set)."""
     data = read_yaml(Path(path)) if path else {}
     if overrides:
-        data = _merge(data, overrides)
+        data = merge(data, overrides)
     try:
         return RunConfig.model_validate(data)
     except ValidationError as e:

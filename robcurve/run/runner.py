@@ -67,7 +67,8 @@ def measure(name: str):
     return deco
 
 
-def _prob_fields(logits: Tensor, y: Tensor, keep_probs: bool) -> list[dict]:
+def _prob_fields(logits: Tensor, y: Tensor) -> list[dict]:
+    """Per sample: pred, correct, confidence, NLL, Brier and the probability row."""
     logp = F.log_softmax(logits.double(), dim=1)
     p = logp.exp()
     conf, pred = p.max(1)
@@ -76,11 +77,8 @@ def _prob_fields(logits: Tensor, y: Tensor, keep_probs: bool) -> list[dict]:
     nll = -logp.gather(1, y[:, None]).squeeze(1)
     rows = []
     for i in range(len(y)):
-        r = {"pred": int(pred[i]), "correct": bool(pred[i] == y[i]), "conf": float(conf[i]), "nll": float(nll[i]),
-             "brier": float(brier[i])}
-        if keep_probs:
-            r["probs"] = [round(float(v), 7) for v in p[i]]
-        rows.append(r)
+        rows.append({"pred": int(pred[i]), "correct": bool(pred[i] == y[i]), "conf": float(conf[i]), "nll": float(nll[i]),
+                     "brier": float(brier[i]), "probs": [round(float(v), 7) for v in p[i]]})
     return rows
 
 
@@ -91,7 +89,7 @@ def _logits(model: RobcurveModel, x: Tensor, bs: int = 512) -> Tensor:
 
 @measure("clean")
 def m_clean(ctx: Context, start: int, x: Tensor, y: Tensor, split_idx: Tensor) -> list[dict]:
-    return _prob_fields(_logits(ctx.model, x), y.cpu(), keep_probs=True)
+    return _prob_fields(_logits(ctx.model, x), y.cpu())
 
 
 def _direction(ctx: Context, start: int, x: Tensor, y: Tensor) -> Tensor:
@@ -148,7 +146,7 @@ def m_pgd(ctx: Context, start: int, x: Tensor, y: Tensor, split_idx: Tensor) -> 
     res = pgd(ctx.model, x, y, ctx.cfg.pgd_eps(), norm=p.norm, steps=p.steps, step_size=p.step_size,
               random_start=p.random_start, restarts=p.restarts, seed=ctx.batch_seed(start))
     rows = _attack_rows(res, ctx, y)
-    probs = _prob_fields(_logits(ctx.model, res.x_adv), y.cpu(), keep_probs=True)
+    probs = _prob_fields(_logits(ctx.model, res.x_adv), y.cpu())
     for r, q in zip(rows, probs, strict=True):
         r.update({"adv_" + k: v for k, v in q.items()})
     return rows
@@ -163,7 +161,7 @@ def m_adv_calibration(ctx: Context, start: int, x: Tensor, y: Tensor, split_idx:
     rows: list[dict] = [{} for _ in range(len(y))]
     for b in p.budgets:
         res = pgd(ctx.model, x, y, b, norm=p.norm, steps=p.steps, random_start=p.random_start, seed=ctx.batch_seed(start))
-        for r, q in zip(rows, _prob_fields(_logits(ctx.model, res.x_adv), y.cpu(), keep_probs=True), strict=True):
+        for r, q in zip(rows, _prob_fields(_logits(ctx.model, res.x_adv), y.cpu()), strict=True):
             r[f"{b:g}"] = q
     return rows
 
@@ -210,7 +208,7 @@ def m_corruptions(ctx: Context, start: int, x: Tensor, y: Tensor, split_idx: Ten
     for name in c.corruptions:
         for sev in c.severities:
             xc = corrupt(x.cpu(), name, sev, seed=ctx.cfg.seed, sample_seeds=split_idx.cpu()).to(x.device)
-            for r, q in zip(rows, _prob_fields(_logits(ctx.model, xc), y.cpu(), keep_probs=True), strict=True):
+            for r, q in zip(rows, _prob_fields(_logits(ctx.model, xc), y.cpu()), strict=True):
                 r[f"{name}:{sev}"] = q
     return rows
 

@@ -99,11 +99,17 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
 
 def frames(store: Store) -> dict[str, pd.DataFrame]:
     """One DataFrame per measurement, one row per sample (nested dicts flattened with '.')."""
-    by: dict[str, list[dict]] = {}
+    by: dict[str, list[tuple]] = {}
     for sample, split_index, m, label, value in store.rows():
-        flat = pd.json_normalize(value, sep=".").iloc[0].to_dict() if value else {}
-        by.setdefault(m, []).append({"sample": sample, "split_index": split_index, "label": label, **flat})
-    return {m: pd.DataFrame(r).set_index("sample").sort_index() for m, r in by.items()}
+        by.setdefault(m, []).append((sample, split_index, label, value))
+    out = {}
+    for m, rows in by.items():
+        df = pd.json_normalize([r[3] for r in rows], sep=".")
+        df.insert(0, "label", [r[2] for r in rows])
+        df.insert(0, "split_index", [r[1] for r in rows])
+        df.insert(0, "sample", [r[0] for r in rows])
+        out[m] = df.set_index("sample").sort_index()
+    return out
 
 
 def results_digest(store: Store) -> str:
