@@ -32,6 +32,7 @@ def _table(rows, headers) -> str:
 def bench(
     model: Annotated[str | None, typer.Option(help="model alias (e.g. vit_small, resnet18) or spec source:name")] = None,
     attack: Annotated[str | None, typer.Option(help="pgd | deepfool | jumpout | none")] = None,
+    attack_backend: Annotated[str | None, typer.Option(help="robcurve (default) | torchattacks | foolbox: whose PGD/DeepFool runs")] = None,
     config: Annotated[Path | None, typer.Option(help="YAML run config (see configs/); flags override its fields")] = None,
     dataset: Annotated[str | None, typer.Option(help="fashion-mnist-embedded (default), fashion-mnist, cifar10, cifar100, imagenet, or <dataset>-c:<corruption>:<severity>")] = None,
     data_dir: Annotated[str | None, typer.Option(help="folder with the dataset files")] = None,
@@ -59,7 +60,7 @@ def bench(
     from robcurve.run.config import FLAG_FIELDS, SHIPPED, load_config, merge, parse_set
     from robcurve.run.runner import run
 
-    flags = dict(model=model, attack=attack, dataset=dataset, data_dir=data_dir, threat_model=threat_model, weights=weights,
+    flags = dict(model=model, attack=attack, attack_backend=attack_backend, dataset=dataset, data_dir=data_dir, threat_model=threat_model, weights=weights,
                  model_dir=model_dir, n=n, batch_size=batch_size, device=device, seed=seed, dtype=dtype, out=out)
     overrides = {k: v for k, v in flags.items() if v is not None and k in FLAG_FIELDS}
     if measurements is not None:

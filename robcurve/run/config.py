@@ -110,6 +110,7 @@ class RunConfig(Strict):
     device: str = "cpu"
     dtype: Literal["float32", "float64"] = "float32"
     attack: Literal["pgd", "deepfool", "jumpout", "none"] = "pgd"
+    attack_backend: Literal["robcurve", "torchattacks", "foolbox"] = "robcurve"
     measurements: list[str] = Field(default_factory=lambda: ["clean", "trajectory", "travel", "corruptions"])
     direction: DirectionCfg = Field(default_factory=DirectionCfg)
     trajectory: TrajectoryCfg = Field(default_factory=TrajectoryCfg)
@@ -156,7 +157,7 @@ class RunConfig(Strict):
 
 # fields a CLI flag maps to directly
 FLAG_FIELDS = ("model", "dataset", "data_dir", "threat_model", "weights", "model_dir", "n", "seed", "batch_size",
-               "device", "dtype", "attack", "out")
+               "device", "dtype", "attack", "attack_backend", "out")
 
 
 def merge(base: dict, over: dict) -> dict:

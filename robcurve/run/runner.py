@@ -140,14 +140,14 @@ def _attack_rows(res, ctx: Context, y: Tensor) -> list[dict]:
 
 @measure("pgd")
 def m_pgd(ctx: Context, start: int, x: Tensor, y: Tensor, split_idx: Tensor) -> list[dict]:
-    from robcurve.attacks import pgd
+    from robcurve.attacks import run_attack
 
     p = ctx.cfg.pgd
-    res = pgd(ctx.model, x, y, ctx.cfg.pgd_eps(), norm=p.norm, steps=p.steps, step_size=p.step_size,
-              random_start=p.random_start, restarts=p.restarts, seed=ctx.batch_seed(start))
+    res = run_attack("pgd", ctx.model, x, y, backend=ctx.cfg.attack_backend, eps=ctx.cfg.pgd_eps(), norm=p.norm,
+                     steps=p.steps, step_size=p.step_size, random_start=p.random_start, restarts=p.restarts,
+                     seed=ctx.batch_seed(start))
     rows = _attack_rows(res, ctx, y)
-    probs = _prob_fields(_logits(ctx.model, res.x_adv), y.cpu())
-    for r, q in zip(rows, probs, strict=True):
+    for r, q in zip(rows, _prob_fields(_logits(ctx.model, res.x_adv), y.cpu()), strict=True):
         r.update({"adv_" + k: v for k, v in q.items()})
     return rows
 
@@ -180,10 +180,11 @@ def m_pgd_distance(ctx: Context, start: int, x: Tensor, y: Tensor, split_idx: Te
 
 @measure("deepfool")
 def m_deepfool(ctx: Context, start: int, x: Tensor, y: Tensor, split_idx: Tensor) -> list[dict]:
-    from robcurve.attacks import deepfool
+    from robcurve.attacks import run_attack
 
     c = ctx.cfg.deepfool
-    res = deepfool(ctx.model, x, y, norm=c.norm, steps=c.steps, overshoot=c.overshoot, candidates=c.candidates)
+    res = run_attack("deepfool", ctx.model, x, y, backend=ctx.cfg.attack_backend, norm=c.norm, steps=c.steps,
+                     overshoot=c.overshoot, candidates=c.candidates)
     return _attack_rows(res, ctx, y)
 
 
