@@ -126,6 +126,12 @@ def _calib(df: pd.DataFrame, prefix: str, labels: np.ndarray, n_bins: int, boot:
     return calibration(probs, labels, n_bins=n_bins, probs=True, bootstrap=boot, seed=seed)
 
 
+def conditions(df: pd.DataFrame, n_bins: int, seed: int) -> dict[str, Any]:
+    """Calibration per condition of a frame whose columns are ``<condition>.probs`` etc."""
+    keys = sorted({c.rsplit(".", 1)[0] for c in df.columns if c.endswith(".conf")})
+    return {k: _calib(df, k + ".", df["label"].to_numpy(), n_bins, 0, seed) for k in keys}
+
+
 def compute_summary(fr: dict[str, pd.DataFrame], cfg: RunConfig) -> dict[str, Any]:
     """The metrics of METHOD.md §6 from the per-sample frames: {metrics, ci, n, notes}."""
     b, seed, nb = cfg.summary.bootstrap, cfg.seed, cfg.calibration.n_bins
@@ -142,11 +148,10 @@ def compute_summary(fr: dict[str, pd.DataFrame], cfg: RunConfig) -> dict[str, An
     ci.update({k: list(v) for k, v in cal.ci.items() if k in ("ece", "sece")})
     n.update(ece=len(clean), sece=len(clean))
     per_condition: dict[str, Any] = {}
-    if "corruptions" in fr:
-        cor = fr["corruptions"]
-        for key in sorted({c.rsplit(".", 1)[0] for c in cor.columns if c.endswith(".conf")}):
-            r = _calib(cor, key + ".", cor["label"].to_numpy(), nb, 0, seed)
-            per_condition[key] = {"acc": r.accuracy, "ece": r.ece, "sece": r.sece, "n": r.n}
+    for meas, tag in (("corruptions", ""), ("adv_calibration", f"pgd-{cfg.pgd.norm}@")):
+        if meas in fr:
+            for key, r in conditions(fr[meas], nb, seed).items():
+                per_condition[tag + key] = {"acc": r.accuracy, "ece": r.ece, "sece": r.sece, "n": r.n}
     if "trajectory" in fr:
         tr = fr["trajectory"]
         ok = tr["correct"].to_numpy(bool) & ~tr["unresolved"].to_numpy(bool)
@@ -285,7 +290,7 @@ def table(summary: dict) -> str:
         rows.append((k, _fmt(v), "" if not c else f"[{_fmt(c[0])}, {_fmt(c[1])}]", summary["n"].get(k, ""),
                      METRICS[k].description if k in METRICS else ""))
     for cond, r in summary["conditions"].items():
-        rows.append((f"corrupt {cond}", f"acc {_fmt(r['acc'])}", f"ECE {_fmt(r['ece'])} sECE {_fmt(r['sece'])}", r["n"], ""))
+        rows.append((f"under {cond}", f"acc {_fmt(r['acc'])}", f"ECE {_fmt(r['ece'])} sECE {_fmt(r['sece'])}", r["n"], ""))
     ladder = summary["metrics"].get("ladder")
     if ladder:
         rows.append(("angle ladder (deg)", " ".join(f"{k.split('_h')[-1]}:{_fmt(v)}" for k, v in ladder.items() if k.startswith("feat")),
@@ -333,9 +338,7 @@ def plots(fr: dict[str, pd.DataFrame], cfg: RunConfig, out: Path, name: str) -> 
 
     res = {"clean": _calib(fr["clean"], "", fr["clean"]["label"].to_numpy(), cfg.calibration.n_bins, 0, cfg.seed)}
     if "corruptions" in fr:
-        cor = fr["corruptions"]
-        for key in sorted({c.rsplit(".", 1)[0] for c in cor.columns if c.endswith(".conf")})[:3]:
-            res[key] = _calib(cor, key + ".", cor["label"].to_numpy(), cfg.calibration.n_bins, 0, cfg.seed)
+        res.update(list(conditions(fr["corruptions"], cfg.calibration.n_bins, cfg.seed).items())[:3])
     fig = reliability_diagram(res, title=name)
     fig.savefig(out / "reliability.png", dpi=110)
     plt.close(fig)
