@@ -43,7 +43,7 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
            description="Swin (patch 2, window 7, width 48, depths 2-2); `swin` on Fashion-MNIST"),
     Recipe("resnet-fmnist", "resnet", epochs=6, series=(0, 1, 2, 3, 4, 5, 6),
            description="ResNet (BasicBlock 2-2-2-2, width 16-128, stride-1 stem); `resnet18` on Fashion-MNIST"),
-    Recipe("convnext-fmnist", "convnext", epochs=5,
+    Recipe("convnext-fmnist", "convnext", epochs=12, crop_pad=0,
            description="ConvNeXt (depths 1-1-2-1, width 16-128, patch 1); `convnext` on Fashion-MNIST"),
     Recipe("vit-fmnist-at", "vit", epochs=8, adv_eps=0.1, adv_step=0.1,
            description="ViT as vit-fmnist, FGSM-RS adversarial training at L-inf 0.1"),
