@@ -149,6 +149,15 @@ class RunConfig(Strict):
             return 0.1
         return 4 / 255 if base == "imagenet" else 8 / 255
 
+    def direction_options(self) -> dict[str, Any]:
+        """Options of the direction rule: the run's PGD or DeepFool settings for those rules."""
+        if self.direction.kind == "pgd":
+            return {"eps": self.pgd_eps(), "norm": self.pgd.norm, "steps": self.pgd.steps}
+        if self.direction.kind == "deepfool":
+            d = self.deepfool
+            return {"norm": d.norm, "steps": d.steps, "overshoot": d.overshoot, "candidates": d.candidates}
+        return {}
+
     def digest(self) -> str:
         """sha256 of the fields that change results (not out/device)."""
         d = self.model_dump(exclude={"out", "device"})

@@ -98,7 +98,8 @@ def _direction(ctx: Context, start: int, x: Tensor, y: Tensor) -> Tensor:
         from robcurve.geometry import get_direction
 
         ctx.cache.clear()
-        ctx.cache[key] = get_direction(ctx.model, x, y, kind=ctx.cfg.direction.kind, seed=ctx.batch_seed(start))
+        ctx.cache[key] = get_direction(ctx.model, x, y, kind=ctx.cfg.direction.kind, seed=ctx.batch_seed(start),
+                                       **ctx.cfg.direction_options())
     return ctx.cache[key]
 
 
@@ -196,7 +197,7 @@ def m_jumpout(ctx: Context, start: int, x: Tensor, y: Tensor, split_idx: Tensor)
     res = jump_out(ctx.model, x, y, eta=j.eta, jump=j.jump, direction=ctx.cfg.direction.kind,
                    keep_direction=j.keep_direction, seed=ctx.batch_seed(start), T=t.T, E=t.E, region=t.region,
                    ladder=tuple(t.ladder), h=tr.h, tol=tr.tol, eps_max=tr.eps_max, chunk_size=t.chunk_size,
-                   clamp=ctx.cfg.direction.clamp)
+                   clamp=ctx.cfg.direction.clamp, direction_options=ctx.cfg.direction_options())
     return _records(res.to_dataframe())
 
 

@@ -363,7 +363,7 @@ def trajectory_plots(model, data, cfg: RunConfig, out: Path, k: int = 3) -> str 
     if ok.numel() == 0:
         return None
     x, y = x[ok], y[ok]
-    d = get_direction(model, x, y, kind=cfg.direction.kind, seed=cfg.seed)
+    d = get_direction(model, x, y, kind=cfg.direction.kind, seed=cfg.seed, **cfg.direction_options())
     traj = trajectory(model, x, d, T=cfg.trajectory.T, E=cfg.trajectory.E, clamp=cfg.direction.clamp, y=y)
     fig, axes = plt.subplots(1, len(ok), figsize=(4 * len(ok), 3.6))
     for i, ax in enumerate(np.atleast_1d(axes)):
