@@ -31,6 +31,7 @@ from robcurve.errors import RobcurveError
 from robcurve.geometry.directions import check_direction, check_images
 from robcurve.geometry.trajectory import (
     MIN_REGION_POINTS,
+    GridScale,
     _as_grid,
     _check_chunk,
     centre_index,
@@ -125,7 +126,7 @@ def _resolve(rob: RobcurveModel, name: str) -> tuple[str, nn.Module]:
 
 
 @dataclass
-class LayerProfile:
+class LayerProfile(GridScale):
     """Per layer and sample: curvature measures of the hooked activations (degrees, ε units).
 
     Attributes:
@@ -153,14 +154,6 @@ class LayerProfile:
     @property
     def names(self) -> list[str]:
         return [s.name for s in self.layers]
-
-    @property
-    def step(self) -> float:
-        return float(self.eps.diff().median())
-
-    @property
-    def E(self) -> float:
-        return float(self.eps.abs().max())
 
     def to_dataframe(self) -> Any:
         """Long format: one row per (layer, sample), layers in forward order (``depth``).

@@ -386,8 +386,22 @@ class SpaceCurvature:
         return 1.0 - self.r2[:, -1]
 
 
+class GridScale:
+    """The scale of an ε grid ``eps`` (T,): its step h₀ (median step) and half-width E."""
+
+    eps: Tensor
+
+    @property
+    def step(self) -> float:
+        return float(self.eps.diff().median())
+
+    @property
+    def E(self) -> float:
+        return float(self.eps.abs().max())
+
+
 @dataclass
-class Curvature:
+class Curvature(GridScale):
     """Curvature of N trajectories, with its scale (METHOD.md §2).
 
     ``features`` and ``logits`` hold the measures of each space. Region bookkeeping:
@@ -415,14 +429,6 @@ class Curvature:
     clean_pred: Tensor
     labels: Tensor | None = None
     zero_tol: float = 0.0
-
-    @property
-    def step(self) -> float:
-        return float(self.eps.diff().median())
-
-    @property
-    def E(self) -> float:
-        return float(self.eps.abs().max())
 
     @property
     def ladder_steps(self) -> tuple[float, ...]:
