@@ -68,12 +68,12 @@ def data_root() -> Path:
 
 def select(n_total: int, n: int | None, seed: int) -> Tensor:
     """Indices of a seeded selection of n out of n_total (all, in order, when n is None)."""
-    if n is None or n >= n_total:
-        if n is not None and n > n_total:
-            raise RobcurveError(f"asked for n={n} samples but the split has only {n_total}", fix=f"use --n {n_total} or less")
-        return torch.arange(n_total) if n is None else torch.randperm(n_total, generator=torch.Generator().manual_seed(seed))
+    if n is None:
+        return torch.arange(n_total)
     if n <= 0:
         raise RobcurveError(f"n must be positive, got {n}", fix="use --n 1 or more")
+    if n > n_total:
+        raise RobcurveError(f"asked for n={n} samples but the split has only {n_total}", fix=f"use --n {n_total} or less")
     return torch.randperm(n_total, generator=torch.Generator().manual_seed(seed))[:n]
 
 

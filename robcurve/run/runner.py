@@ -130,7 +130,7 @@ def m_travel(ctx: Context, start: int, x: Tensor, y: Tensor, split_idx: Tensor) 
     return _records(res.to_dataframe())
 
 
-def _attack_rows(res, ctx: Context, y: Tensor) -> list[dict]:
+def _attack_rows(res, y: Tensor) -> list[dict]:
     out = []
     for i in range(len(y)):
         out.append({"success": bool(res.success[i]), "l2": float(res.l2[i]), "linf": float(res.linf[i]),
@@ -147,7 +147,7 @@ def m_pgd(ctx: Context, start: int, x: Tensor, y: Tensor, split_idx: Tensor) -> 
     res = run_attack("pgd", ctx.model, x, y, backend=ctx.cfg.attack_backend, eps=ctx.cfg.pgd_eps(), norm=p.norm,
                      steps=p.steps, step_size=p.step_size, random_start=p.random_start, restarts=p.restarts,
                      seed=ctx.batch_seed(start))
-    rows = _attack_rows(res, ctx, y)
+    rows = _attack_rows(res, y)
     for r, q in zip(rows, _prob_fields(_logits(ctx.model, res.x_adv), y.cpu()), strict=True):
         r.update({"adv_" + k: v for k, v in q.items()})
     return rows
@@ -186,7 +186,7 @@ def m_deepfool(ctx: Context, start: int, x: Tensor, y: Tensor, split_idx: Tensor
     c = ctx.cfg.deepfool
     res = run_attack("deepfool", ctx.model, x, y, backend=ctx.cfg.attack_backend, norm=c.norm, steps=c.steps,
                      overshoot=c.overshoot, candidates=c.candidates)
-    return _attack_rows(res, ctx, y)
+    return _attack_rows(res, y)
 
 
 @measure("jumpout")

@@ -11,12 +11,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from robcurve.data.fashion_mnist import MEAN, STD  # noqa: F401  (the zoo's input normalisation)
 from robcurve.errors import RobcurveError
 
 ZOO_DIR = Path(__file__).parent
 CARDS = ZOO_DIR / "cards"
 WEIGHTS = ZOO_DIR / "weights"
-MEAN, STD = (0.2860,), (0.3530,)
 
 
 def zoo_names() -> list[str]:

@@ -14,18 +14,16 @@ from robcurve.models.common import sha256_file
 from robcurve.zoo import CARDS, MEAN, STD, WEIGHTS, ZOO_DIR
 from robcurve.zoo.archs import ARCHS, build, describe
 from robcurve.zoo.recipes import Recipe
-from robcurve.zoo.train import accuracy
+from robcurve.zoo.train import accuracy, wrap
 
 ROBUST_EVAL = {"attack": "pgd", "norm": "Linf", "eps": 0.1, "steps": 20, "step_size": 0.0125, "random_start": True,
                "n": 500, "seed": 0, "split": "test"}
 
 
 def _model(arch: str, path: Path):
-    from robcurve.models.wrapper import RobcurveModel
-
     net = build(arch)
     net.load_state_dict(load_file(str(path)))
-    return RobcurveModel(net, MEAN, STD).eval()
+    return wrap(net).eval()
 
 
 def robust_accuracy(model, data_dir: str | None) -> float | None:

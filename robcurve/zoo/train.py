@@ -24,10 +24,9 @@ from tqdm.auto import tqdm
 
 from robcurve.data.base import load_dataset
 from robcurve.models.wrapper import RobcurveModel
+from robcurve.zoo import MEAN, STD
 from robcurve.zoo.archs import build
 from robcurve.zoo.recipes import Recipe
-
-MEAN, STD = (0.2860,), (0.3530,)
 
 
 def step_generator(seed: int, epoch: int, step: int) -> torch.Generator:
