@@ -139,14 +139,18 @@ def _attack_rows(res, y: Tensor) -> list[dict]:
     return out
 
 
-@measure("pgd")
-def m_pgd(ctx: Context, start: int, x: Tensor, y: Tensor, split_idx: Tensor) -> list[dict]:
+def _pgd(ctx: Context, start: int, x: Tensor, y: Tensor, eps: float):
+    """PGD at budget ``eps`` with the run's settings, backend and batch seed."""
     from robcurve.attacks import run_attack
 
     p = ctx.cfg.pgd
-    res = run_attack("pgd", ctx.model, x, y, backend=ctx.cfg.attack_backend, eps=ctx.cfg.pgd_eps(), norm=p.norm,
-                     steps=p.steps, step_size=p.step_size, random_start=p.random_start, restarts=p.restarts,
-                     seed=ctx.batch_seed(start))
+    return run_attack("pgd", ctx.model, x, y, backend=ctx.cfg.attack_backend, eps=eps, norm=p.norm, steps=p.steps,
+                      step_size=p.step_size, random_start=p.random_start, restarts=p.restarts, seed=ctx.batch_seed(start))
+
+
+@measure("pgd")
+def m_pgd(ctx: Context, start: int, x: Tensor, y: Tensor, split_idx: Tensor) -> list[dict]:
+    res = _pgd(ctx, start, x, y, ctx.cfg.pgd_eps())
     rows = _attack_rows(res, y)
     for r, q in zip(rows, _prob_fields(_logits(ctx.model, res.x_adv), y.cpu()), strict=True):
         r.update({"adv_" + k: v for k, v in q.items()})
@@ -156,12 +160,9 @@ def m_pgd(ctx: Context, start: int, x: Tensor, y: Tensor, split_idx: Tensor) -> 
 @measure("adv_calibration")
 def m_adv_calibration(ctx: Context, start: int, x: Tensor, y: Tensor, split_idx: Tensor) -> list[dict]:
     """Calibration on PGD examples at each extra budget (pgd.budgets)."""
-    from robcurve.attacks import pgd
-
-    p = ctx.cfg.pgd
     rows: list[dict] = [{} for _ in range(len(y))]
-    for b in p.budgets:
-        res = pgd(ctx.model, x, y, b, norm=p.norm, steps=p.steps, random_start=p.random_start, seed=ctx.batch_seed(start))
+    for b in ctx.cfg.pgd.budgets:
+        res = _pgd(ctx, start, x, y, b)
         for r, q in zip(rows, _prob_fields(_logits(ctx.model, res.x_adv), y.cpu()), strict=True):
             r[f"{b:g}"] = q
     return rows
@@ -174,9 +175,9 @@ def m_pgd_distance(ctx: Context, start: int, x: Tensor, y: Tensor, split_idx: Te
     p, pd_ = ctx.cfg.pgd, ctx.cfg.pgd_distance
     res = pgd_distance(ctx.model, x, y, norm=p.norm, hi=pd_.hi, bisection_steps=pd_.bisection_steps, steps=pd_.steps,
                        seed=ctx.batch_seed(start))
-    eps = res.eps if hasattr(res, "eps") else res.budget
-    cens = res.censored if hasattr(res, "censored") else torch.isnan(eps)
-    return [{"budget": float(eps[i]), "censored": bool(cens[i]), "clean_correct": bool(res.clean_correct[i])} for i in range(len(y))]
+    # budget is inf where censored; the store writes non-finite numbers as null
+    return [{"budget": float(res.budget[i]), "censored": bool(res.censored[i]), "clean_correct": bool(res.clean_correct[i])}
+            for i in range(len(y))]
 
 
 @measure("deepfool")
