@@ -1,186 +1,176 @@
-"""Speed and agreement of robcurve's attacks against torchattacks and foolbox.
+"""Speed and agreement of robcurve's attacks against torchattacks and foolbox, per architecture.
 
-    python benchmarks/attacks.py [--n 32] [--model vit] [--weights FILE] [--threads 1]
+    python benchmarks/attacks.py                      # every model, 32 images, 5 repeats
+    python benchmarks/attacks.py --quick              # 3 models, 16 images, 2 repeats (< 2 min)
+    python benchmarks/attacks.py --models zoo-swin,timm-vit-tiny --repeats 7 --threads 2
 
-One run, one model, the same samples for every library:
-  * DeepFool L2 (50 steps, overshoot 0.02, all 10 classes): robcurve, foolbox, torchattacks.
-    torchattacks' DeepFool loops over images and builds a full Jacobian per step, so it runs on
-    the first ``--ta-deepfool-n`` samples only (default 8), and robcurve is timed again on
-    that subset for the ratio (``ours vs torchattacks``).
-  * PGD L∞, 10 steps, eps 0.1 (METHOD.md's Fashion-MNIST default), step 2.5·eps/steps, seeded
-    random start: robcurve with early stop (default) and without (torchattacks' algorithm),
-    torchattacks, foolbox.
-  * The model's raw forward+backward throughput (cross-entropy gradient w.r.t. the input of
-    the whole batch) against robcurve's PGD throughput (image-steps per second); the ratio
-    without early stop measures the attack's overhead (target >= 0.9).
-Times are the minimum over ``--repeat`` interleaved runs (the CPUs may be shared).
+Per model (benchmarks/_common.py: zoo ViT, ResNet, ConvNeXt, Swin at 28 px; untrained timm
+ResNet-18 and ViT-Tiny/4 at 32 px x 3 channels), on the same images for every library:
 
-Model: the zoo architecture (``robcurve.zoo.archs.build``), with weights from
-``robcurve/zoo/weights/<arch>-fmnist.safetensors`` (or ``--weights``) when the file exists,
-else timm's random initialisation; a random-init model is ~10% accurate, so by default its
-own predictions are the labels (``--labels auto``), which makes every sample clean-correct.
+* **DeepFool L2** (50 steps, overshoot 0.02, 10 candidates): robcurve (default: candidate
+  restriction after the first step) against foolbox on all images, and against torchattacks
+  (which loops over images and takes all classes) on the first ``--ta-n`` images; the largest
+  per-sample relative difference of the L2 distances to foolbox's; once, robcurve with every
+  candidate at every step (``restrict=None``) for the restriction's own speed-up and equality.
+* **PGD L∞-10 without early stop** (torchattacks' algorithm; eps 0.1 at 28 px, 8/255 at 32 px,
+  step 2.5 eps/10, seeded random start) with the clean logits passed in as a benchmark run
+  does (``clean_logits=``), against torchattacks and against the raw cost: 10 forward+backward
+  passes of the batch (cross-entropy gradient w.r.t. the input). The largest pixel difference
+  to torchattacks' images. Also PGD with early stop (the default).
+
+Fixed for every contender: the images and labels, the torch thread count, frozen parameters
+(``requires_grad_(False)``; robcurve freezes them during an attack anyway, the peers then do
+not compute weight gradients either), interleaved repeats. Ratios are speed-ups (peer time /
+robcurve time, or raw time / robcurve time), shown as median [min-max] over the repeats.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
+import math
 import sys
-import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from robcurve.attacks import deepfool, pgd, run_attack  # noqa: E402
-from robcurve.attacks.base import AttackResult  # noqa: E402
+from _common import (  # noqa: E402
+    FAMILY,
+    build_model,
+    header,
+    images,
+    interleaved,
+    loadavg,
+    parse_models,
+    ratios,
+    setup_threads,
+    spread,
+    table,
+    timed,
+)
 
-
-def load_model(arch: str, weights: str | None) -> tuple[torch.nn.Module, str]:
-    from robcurve.models.wrapper import RobcurveModel
-    from robcurve.zoo.archs import build
-
-    net = build(arch)
-    path = Path(weights) if weights else ROOT / "robcurve" / "zoo" / "weights" / f"{arch}-fmnist.safetensors"
-    if path.exists():
-        from safetensors.torch import load_file
-
-        net.load_state_dict(load_file(str(path)))
-        used = f"weights {path}"
-    elif weights:
-        raise SystemExit(f"weights file not found: {path}")
-    else:
-        used = f"random init (no {path.relative_to(ROOT)})"
-    return RobcurveModel(net, (0.286,), (0.353,)), used
+QUICK_MODELS = "zoo-vit,zoo-convnext,timm-resnet18"
 
 
-def timed(fn, repeat: int) -> tuple[float, AttackResult]:
-    best, res = float("inf"), None
-    for _ in range(repeat):
-        t = time.perf_counter()
-        res = fn()
-        best = min(best, time.perf_counter() - t)
-    return best, res
+def raw_fb(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, calls: int = 10) -> None:
+    """``calls`` forward+backward passes of the batch: the raw cost of PGD's steps."""
+    for _ in range(calls):
+        xi = x.clone().requires_grad_(True)
+        torch.autograd.grad(F.cross_entropy(model(xi), y), xi)
 
 
-def raw_fb_time(model, x, y, calls: int, repeat: int) -> float:
-    """Seconds for ``calls`` forward+backward passes of the batch (min over repeats)."""
-
-    def once():
-        for _ in range(calls):
-            xi = x.clone().requires_grad_(True)
-            loss = F.cross_entropy(model(xi), y)
-            torch.autograd.grad(loss, xi)
-
-    best = float("inf")
-    for _ in range(repeat):
-        t = time.perf_counter()
-        once()
-        best = min(best, time.perf_counter() - t)
-    return best
+def max_rel(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor) -> float:
+    if not mask.any():
+        return math.nan
+    return float(((a - b).abs() / b.abs().clamp_min(1e-12))[mask].max())
 
 
-def row(name, t, r: AttackResult, norm: str, n: int) -> list:
-    return [name, n, f"{t:.2f}", f"{r.median_distance(norm):.4f}", f"{100 * r.success_rate:.1f}%",
-            f"{100 * r.robust_accuracy:.1f}%", f"{float(r.queries.double().mean()):.0f}"]
+def bench_model(name: str, args: argparse.Namespace) -> dict:
+    from robcurve.attacks import deepfool, pgd, run_attack
+
+    model = build_model(name)
+    x, y, what = images(name, model, args.n)
+    with torch.no_grad():
+        clean = model(x)
+    print(f"\n## {name} ({FAMILY[name]}, {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M params): {what}; "
+          f"clean accuracy {100 * float((clean.argmax(1) == y).double().mean()):.0f}%; load {loadavg()}")
+    out: dict = {"model": name}
+
+    # -- DeepFool ------------------------------------------------------------------------------------
+    dk = dict(norm="L2", steps=50, overshoot=0.02)
+    deepfool(model, x[:2], y[:2], **dk)  # warm-up
+    times, last = interleaved({
+        "ours": lambda: deepfool(model, x, y, candidates=10, **dk),
+        "foolbox": lambda: run_attack("deepfool", model, x, y, backend="foolbox", candidates=10, **dk),
+    }, args.repeats)
+    ours, fb = last["ours"], last["foolbox"]
+    both = ours.clean_correct & ours.success & fb.success
+    out["df_fb"] = ratios(times["foolbox"], times["ours"])
+    out["df_fb_rel"] = max_rel(ours.l2, fb.l2, both)
+    m = min(args.ta_n, args.n)
+    xs, ys = x[:m], y[:m]
+    t_ours_s, r_ours_s = [], None
+    t_ta: list[float] = []
+    for _ in range(max(1, args.ta_repeats)):
+        t, r_ours_s = timed(lambda: deepfool(model, xs, ys, candidates=10, **dk))
+        t_ours_s.append(t)
+        t, r_ta = timed(lambda: run_attack("deepfool", model, xs, ys, backend="torchattacks", candidates=None, **dk))
+        t_ta.append(t)
+    out["df_ta"] = ratios(t_ta, t_ours_s)
+    ok_ta = r_ta.clean_correct & r_ta.success & r_ours_s.success
+    out["df_ta_rel"] = max_rel(r_ours_s.l2, r_ta.l2, ok_ta)
+    out["df_ta_success"] = (float(r_ta.success_rate), float(r_ours_s.success_rate))
+    if not args.quick:
+        t_full, full = timed(lambda: deepfool(model, x, y, candidates=10, restrict=None, **dk))
+        out["df_restrict_speedup"] = t_full / min(times["ours"])
+        out["df_restrict_rel"] = max_rel(ours.l2, full.l2, ours.clean_correct & ours.success)
+        out["df_backwards"] = (float(ours.backwards.double().mean()), float(full.backwards.double().mean()))
+    out["df_time"] = (min(times["ours"]), min(times["foolbox"]))
+    out["df_median_l2"] = (ours.median_distance("L2"), fb.median_distance("L2"))
+    print(f"DeepFool L2: ours {spread(times['ours'])} s, foolbox {spread(times['foolbox'])} s -> "
+          f"{spread(out['df_fb'])}x; per-sample L2 max rel diff to foolbox {out['df_fb_rel']:.1e}; "
+          f"torchattacks on {m}: {spread(out['df_ta'])}x (success {out['df_ta_success'][0]:.0%} vs ours "
+          f"{out['df_ta_success'][1]:.0%}, max rel diff where both succeed {out['df_ta_rel']:.1e})")
+    if "df_restrict_speedup" in out:
+        print(f"  restriction: {out['df_restrict_speedup']:.2f}x faster than every candidate at every step, "
+              f"max rel diff {out['df_restrict_rel']:.1e}; backward passes per image {out['df_backwards'][0]:.1f} "
+              f"vs {out['df_backwards'][1]:.1f}")
+
+    # -- PGD ------------------------------------------------------------------------------------------
+    eps = 0.1 if x.shape[1] == 1 else 8 / 255
+    pk = dict(eps=eps, norm="Linf", steps=10, seed=0)
+    raw_fb(model, x, y, calls=1)
+    times, last = interleaved({
+        "ours": lambda: pgd(model, x, y, early_stop=False, clean_logits=clean, **pk),
+        "torchattacks": lambda: run_attack("pgd", model, x, y, backend="torchattacks", **pk),
+        "raw": lambda: raw_fb(model, x, y, 10),
+        "ours_es": lambda: pgd(model, x, y, clean_logits=clean, **pk),
+    }, args.repeats)
+    out["pgd_ta"] = ratios(times["torchattacks"], times["ours"])
+    out["pgd_raw"] = ratios(times["raw"], times["ours"])
+    out["pgd_es_ta"] = ratios(times["torchattacks"], times["ours_es"])
+    out["pgd_diff"] = float((last["ours"].x_adv - last["torchattacks"].x_adv).abs().max())
+    out["pgd_robust"] = (last["ours"].robust_accuracy, last["torchattacks"].robust_accuracy, last["ours_es"].robust_accuracy)
+    print(f"PGD L∞ {eps:.4g}, 10 steps, no early stop, clean logits passed: ours {spread(times['ours'])} s, "
+          f"torchattacks {spread(times['torchattacks'])} s, raw 10 f+b {spread(times['raw'])} s -> "
+          f"{spread(out['pgd_ta'])}x torchattacks, {spread(out['pgd_raw'])}x raw; max pixel diff "
+          f"{out['pgd_diff']:.1e}; robust acc {out['pgd_robust'][0]:.1%} vs {out['pgd_robust'][1]:.1%}")
+    print(f"  early stop (default): {spread(out['pgd_es_ta'])}x torchattacks, robust acc {out['pgd_robust'][2]:.1%}")
+    return out
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--n", type=int, default=32, help="samples (default 32)")
-    ap.add_argument("--model", default="vit", help="zoo architecture: vit, swin, resnet, convnext")
-    ap.add_argument("--weights", default=None, help="safetensors state dict for the architecture")
-    ap.add_argument("--labels", choices=["auto", "true", "pred"], default="auto",
-                    help="auto: true labels with weights, the model's predictions at random init")
-    ap.add_argument("--eps", type=float, default=0.1, help="PGD L∞ budget (default 0.1)")
-    ap.add_argument("--ta-deepfool-n", type=int, default=8, help="samples for torchattacks' DeepFool (slow)")
-    ap.add_argument("--repeat", type=int, default=3, help="timed runs per measurement; the minimum is reported")
-    ap.add_argument("--threads", type=int, default=1, help="torch threads (0: torch's default)")
-    ap.add_argument("--grad-modes", action="store_true", help="also time DeepFool's grad_mode loop vs vmap")
+    ap.add_argument("--models", default="all", help="comma list (benchmarks/_common.py) or 'all'")
+    ap.add_argument("--n", type=int, default=32, help="images (default 32)")
+    ap.add_argument("--repeats", type=int, default=5, help="interleaved repeats (default 5)")
+    ap.add_argument("--ta-n", type=int, default=8, help="images for torchattacks' DeepFool (slow; default 8)")
+    ap.add_argument("--ta-repeats", type=int, default=1, help="repeats of the torchattacks DeepFool comparison")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (0: torch's default; default 1)")
+    ap.add_argument("--quick", action="store_true", help=f"{QUICK_MODELS}, 16 images, 2 repeats, 4 torchattacks images")
     args = ap.parse_args(argv)
-
-    from tabulate import tabulate
-
-    import robcurve.data.fashion_mnist  # noqa: F401
-    from robcurve.data.base import load_dataset
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    model, used = load_model(args.model, args.weights)
-    ds = load_dataset("fashion-mnist-embedded", n=args.n, seed=0)
-    x = ds.images
-    with torch.no_grad():
-        pred = model(x).argmax(1)
-    use_pred = args.labels == "pred" or (args.labels == "auto" and used.startswith("random"))
-    y = pred if use_pred else ds.labels
-    n_par = sum(p.numel() for p in model.parameters())
-    print(f"model: zoo {args.model} ({n_par / 1e6:.2f}M params), {used}")
-    print(f"data: fashion-mnist-embedded, n={args.n}, labels={'model predictions' if use_pred else 'true'}, "
-          f"clean accuracy {100 * float((pred == y).double().mean()):.1f}%")
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), load average "
-          f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; times are min over {args.repeat} runs\n")
-
-    # -- DeepFool L2 ---------------------------------------------------------------------------
-    df_kw = dict(norm="L2", steps=50, overshoot=0.02)
-    t_ours, r_ours = timed(lambda: deepfool(model, x, y, candidates=10, **df_kw), args.repeat)
-    t_fb, r_fb = timed(lambda: run_attack("deepfool", model, x, y, backend="foolbox", candidates=10, **df_kw), args.repeat)
-    m = min(args.ta_deepfool_n, args.n)
-    xs, ys = x[:m], y[:m]
-    t_ours_s, r_ours_s = timed(lambda: deepfool(model, xs, ys, candidates=10, **df_kw), args.repeat)
-    t_ta, r_ta = timed(lambda: run_attack("deepfool", model, xs, ys, backend="torchattacks", **df_kw), 1)
-    rows = [row("robcurve", t_ours, r_ours, "L2", args.n), row("foolbox", t_fb, r_fb, "L2", args.n),
-            row("robcurve (subset)", t_ours_s, r_ours_s, "L2", m), row("torchattacks (subset)", t_ta, r_ta, "L2", m)]
-    hdr = ["DeepFool L2", "n", "time s", "median L2", "success", "robust acc", "queries/img"]
-    print(tabulate(rows, headers=hdr, tablefmt="github"))
-    d_fb = r_ours.median_distance("L2") / r_fb.median_distance("L2") - 1
-    d_ta = r_ours_s.median_distance("L2") / r_ta.median_distance("L2") - 1
-    print(f"\nDeepFool ours vs foolbox:      {t_fb / t_ours:.2f}x faster (target >= 1.5x), median L2 {100 * d_fb:+.2f}%")
-    print(f"DeepFool ours vs torchattacks: {t_ta / t_ours_s:.2f}x faster (target >= 5x), median L2 {100 * d_ta:+.2f}% "
-          f"(torchattacks on the first {m} samples only, ours timed on the same {m})")
-    bad = (r_ours.success & (r_ours.pred_adv == y)).sum()
-    with torch.no_grad():
-        really = model(r_ours.x_adv).argmax(1) != y
-    print(f"every successful robcurve example re-checked misclassified: {bool(really[r_ours.success].all())} "
-          f"({int(bad)} inconsistent)")
-
-    if args.grad_modes:
-        t_vmap, _ = timed(lambda: deepfool(model, x, y, grad_mode="vmap", **df_kw), args.repeat)
-        print(f"DeepFool grad_mode: loop {t_ours:.2f} s, vmap {t_vmap:.2f} s")
-
-    # -- PGD L∞ ---------------------------------------------------------------------------------------
-    pk = dict(eps=args.eps, norm="Linf", steps=10, seed=0)
-    t_es, r_es = timed(lambda: pgd(model, x, y, **pk), args.repeat)
-    t_ex, r_ex = timed(lambda: pgd(model, x, y, early_stop=False, **pk), args.repeat)
-    t_tap, r_tap = timed(lambda: run_attack("pgd", model, x, y, backend="torchattacks", **pk), args.repeat)
-    t_fbp, r_fbp = timed(lambda: run_attack("pgd", model, x, y, backend="foolbox", **pk), args.repeat)
+    if args.quick:
+        args.models = args.models if args.models != "all" else QUICK_MODELS
+        args.n, args.repeats, args.ta_n = min(args.n, 16), min(args.repeats, 2), min(args.ta_n, 4)
+    setup_threads(args.threads)
+    header("robcurve attacks vs torchattacks / foolbox", args.threads)
+    print("fixed: same images and labels, thread count, frozen parameters for every library; ratios = speed-ups, "
+          "median [min-max] over interleaved repeats")
+    res = [bench_model(m, args) for m in parse_models(args.models)]
+    rows = []
+    for r in res:
+        rows.append([r["model"], spread(r["df_fb"]), f"{r['df_fb_rel']:.1e}", spread(r["df_ta"]),
+                     f"{r['df_restrict_speedup']:.2f}" if "df_restrict_speedup" in r else "-",
+                     spread(r["pgd_ta"]), spread(r["pgd_raw"]), f"{r['pgd_diff']:.0e}", spread(r["pgd_es_ta"])])
     print()
-    rows = [row("robcurve (early stop)", t_es, r_es, "Linf", args.n),
-            row("robcurve (no early stop)", t_ex, r_ex, "Linf", args.n),
-            row("torchattacks", t_tap, r_tap, "Linf", args.n), row("foolbox", t_fbp, r_fbp, "Linf", args.n)]
-    hdr[0], hdr[3] = f"PGD L∞ {args.eps:g}, 10 steps", "median L∞"
-    print(tabulate(rows, headers=hdr, tablefmt="github"))
-    print(f"\nPGD ours (no early stop) vs torchattacks: {t_tap / t_ex:.2f}x, vs foolbox: {t_fbp / t_ex:.2f}x; "
-          f"robust accuracy {100 * r_ex.robust_accuracy:.1f}% vs {100 * r_tap.robust_accuracy:.1f}% / "
-          f"{100 * r_fbp.robust_accuracy:.1f}%")
-    print(f"PGD ours (early stop) vs torchattacks: {t_tap / t_es:.2f}x")
+    print(table(rows, ["model", "DeepFool vs foolbox (x)", "max rel L2 diff", f"vs torchattacks ({min(args.ta_n, args.n)} img)",
+                       "restriction speed-up", "PGD-10 vs torchattacks", "PGD-10 vs raw f+b", "max pixel diff",
+                       "PGD early stop vs torchattacks"]))
+    print(f"\nload average at end {loadavg()}; goals: DeepFool >= 3x foolbox and >= 10x torchattacks, PGD >= 0.96x "
+          "torchattacks and raw")
 
-    # -- throughput: raw f+b and PGD without early stop, interleaved ---------------------------------
-    t_raw, t_pgd = float("inf"), float("inf")
-    raw_fb_time(model, x, y, calls=1, repeat=1)  # warm-up
-    for _ in range(max(5, args.repeat)):
-        t_raw = min(t_raw, raw_fb_time(model, x, y, calls=10, repeat=1))
-        t = time.perf_counter()
-        pgd(model, x, y, early_stop=False, **pk)
-        t_pgd = min(t_pgd, time.perf_counter() - t)
-    raw_tp = 10 * args.n / t_raw
-    print(f"\nraw forward+backward: {raw_tp:.0f} images/s ({1000 * t_raw / 10:.1f} ms per batch of {args.n})")
-    print(f"PGD throughput, no early stop: {10 * args.n / t_pgd:.0f} image-steps/s = {t_raw / t_pgd:.2f}x raw "
-          f"(target >= 0.9x; includes the clean forward and the final check, 2 of its 32 pass-equivalents)")
-    print(f"PGD throughput, early stop:    {10 * args.n / t_es:.0f} nominal image-steps/s = {t_raw / t_es:.2f}x raw")
 
 if __name__ == "__main__":
     main()

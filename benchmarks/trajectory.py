@@ -1,23 +1,25 @@
-"""Trajectory cost on the zoo ViT: throughput against plain batched forwards, and peak memory.
+"""Trajectory cost per architecture: throughput against raw forwards at their best batch size,
+the batch size robcurve chooses, and peak working memory.
 
-    python benchmarks/trajectory.py                 # defaults: under 2 minutes on 2 busy CPU cores
-    python benchmarks/trajectory.py --n 16 --t 201 --chunk-size 512 --repeats 7
+    python benchmarks/trajectory.py                     # every model, N = 32, T = 201, 5 repeats
+    python benchmarks/trajectory.py --quick             # 3 models, N = 8, 2 repeats, no memory runs (< 2 min)
+    python benchmarks/trajectory.py --models zoo-swin --threads 2 --repeats 7
 
-(a) raw throughput: ``model(x)`` over N·T random images in chunks of ``--chunk-size``.
-(b) trajectory throughput: ``trajectory(model, x, d, T=T)`` for N images (N·T images/s, same
-    chunk size), and the ratio (b)/(a); METHOD.md §2 targets >= 0.9.
-(c) peak memory as N·T grows tenfold at a fixed chunk size. Each setting runs in a fresh
-    subprocess: after the model is built, the kernel's peak-RSS mark is reset (``5`` written
-    to /proc/self/clear_refs, Linux), then ``resource.getrusage(RUSAGE_SELF).ru_maxrss`` after
-    the trajectory minus the resident set before it is the trajectory's peak working memory.
-    (Where the reset is unavailable the import-time peak can hide it; the table says so.) The stored outputs (N·T·(D + K) floats) are printed beside it: they grow
-    with N·T by design, the working memory should not. For contrast the largest N·T is also run
-    unchunked (chunk = N·T), whose peak grows with N·T. On CUDA, torch.cuda.max_memory_allocated
-    is reported too.
+Per model (benchmarks/_common.py), on N images along their FGSM directions, T grid points:
 
-The model is ``load_model("zoo:vit-fmnist")`` when the zoo ships it, else the zoo ViT
-architecture at random initialisation (``--random`` forces that); the cost does not depend on
-the weights.
+(a) **raw forwards**: ``model.logits_and_features`` over the same N·T inputs (built beforehand,
+    so raw pays nothing for building them), at every candidate batch size (16 … 4096, one
+    timing of at least ``--sweep-images`` images each); the best is the reference.
+(b) **trajectory, default** (no flag: the batch size measured on first use and cached):
+    the first call (the measurement happens during it, on its own chunks) and then the cached
+    choice, interleaved with (a) at its best batch size; ratio = raw time / trajectory time.
+(c) **trajectory at chunk 4096** (the old default), for reference.
+(d) **peak working memory** (``--memory``; a fresh process per setting): the kernel's peak-RSS
+    mark is reset (``5`` to /proc/self/clear_refs), then ``ru_maxrss`` after the trajectory
+    minus the resident set before it; at the default (auto, budget 512 MiB) and at chunk 4096.
+
+Fixed: the same images, directions and grid for every contender, the thread count, frozen
+parameters; timings interleaved; ratios shown as median [min-max] over the repeats.
 """
 
 from __future__ import annotations
@@ -26,156 +28,175 @@ import argparse
 import json
 import os
 import resource
-import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import (  # noqa: E402
+    FAMILY,
+    build_model,
+    header,
+    images,
+    interleaved,
+    loadavg,
+    parse_models,
+    ratios,
+    setup_threads,
+    spread,
+    table,
+)
+
+QUICK_MODELS = "zoo-vit,zoo-resnet,timm-resnet18"
 
 
-def get_model(random_init: bool, device: str):
-    from robcurve.models.wrapper import RobcurveModel
-    from robcurve.zoo.archs import build
+def inputs(name: str, n: int, t: int):
+    from robcurve.geometry import get_direction
 
-    if not random_init:
-        try:
-            from robcurve.models import load_model
-
-            return load_model("zoo:vit-fmnist", device=device), "zoo:vit-fmnist"
-        except Exception as e:  # the zoo may not ship weights yet
-            print(f"(zoo:vit-fmnist not available: {str(e).splitlines()[0][:100]}; using random init)")
-    torch.manual_seed(0)
-    return RobcurveModel(build("vit"), (0.286,), (0.353,)).to(device).eval(), "zoo vit architecture, random init"
-
-
-def sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
-def throughput(args: argparse.Namespace) -> None:
-    from robcurve.geometry import get_direction, trajectory
-
-    model, what = get_model(args.random, args.device)
-    g = torch.Generator().manual_seed(0)
-    x = torch.rand(args.n, 1, 28, 28, generator=g).to(args.device)
-    y = torch.randint(0, 10, (args.n,), generator=g).to(args.device)
+    model = build_model(name)
+    x, y, what = images(name, model, n)
     d = get_direction(model, x, y)
+    return model, x, y, d, what
+
+
+def bench_model(name: str, args: argparse.Namespace) -> dict:
+    from robcurve.geometry.trajectory import (
+        AUTO_CANDIDATES,
+        clear_chunk_cache,
+        eps_grid,
+        grid_inputs,
+        trajectory,
+    )
+
+    model, x, y, d, what = inputs(name, args.n, args.t)
+    grid = eps_grid(args.t, 0.1)
     total = args.n * args.t
-    chunks = [torch.rand(min(args.chunk_size, total - a), 1, 28, 28, generator=g).to(args.device)
-              for a in range(0, total, args.chunk_size)]
+    flat = grid_inputs(x, d, grid, 0, total)
+    print(f"\n## {name} ({FAMILY[name]}): {what}; N*T = {total}; load {loadavg()}")
 
-    def raw() -> float:
-        sync(args.device)
-        t0 = time.perf_counter()
+    def raw(b: int, limit: int | None = None) -> None:
+        stop = total if limit is None else min(total, limit)
         with torch.no_grad():
-            for c in chunks:
-                model(c)
-        sync(args.device)
-        return time.perf_counter() - t0
+            for a in range(0, stop, b):
+                model.logits_and_features(flat[a:min(a + b, stop)])
 
-    def traj() -> float:
-        sync(args.device)
+    # (a) sweep: images per second at each batch size
+    sweep = {}
+    for b in [c for c in AUTO_CANDIDATES if c <= total]:
+        n_img = max(args.sweep_images, 2 * b)
+        raw(b, b)  # warm-up at this shape
         t0 = time.perf_counter()
-        trajectory(model, x, d, T=args.t, E=0.1, chunk_size=args.chunk_size)
-        sync(args.device)
-        return time.perf_counter() - t0
+        raw(b, n_img)
+        sweep[b] = min(n_img, total) / (time.perf_counter() - t0)
+    best_b = max(sweep, key=sweep.get)
+    print("raw forwards, images/s by batch size: " + ", ".join(f"{b}: {r:.0f}" for b, r in sweep.items())
+          + f"  -> best {best_b}")
 
-    raw(), traj()  # warm-up
-    t_raw, t_traj = [], []
-    for _ in range(args.repeats):  # interleaved, so background load hits both alike
-        t_raw.append(raw())
-        t_traj.append(traj())
-    r, t = total / min(t_raw), total / min(t_traj)
-    paired = statistics.median(a / b for a, b in zip(t_raw, t_traj, strict=True))
-    print(f"model: {what}; device {args.device}; torch threads {torch.get_num_threads()}")
-    print(f"N={args.n} images x T={args.t} grid points = {total} forwards, chunk {args.chunk_size}, "
-          f"{args.repeats} interleaved repeats")
-    print(f"(a) raw batched forward : {r:9.1f} images/s best  (runs: {', '.join(f'{total / v:.0f}' for v in t_raw)})")
-    print(f"(b) trajectory          : {t:9.1f} images/s best  (runs: {', '.join(f'{total / v:.0f}' for v in t_traj)})")
-    print(f"    ratio (b)/(a)       : {t / r:9.3f} best-of, {paired:.3f} median of paired runs  (target >= 0.9)")
-
-
-def current_rss_kib() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
+    # (b) the default: first call measures, later calls use the cached choice
+    clear_chunk_cache()
+    t0 = time.perf_counter()
+    first = trajectory(model, x, d, T=args.t, E=0.1)
+    t_first = time.perf_counter() - t0
+    choice = first.meta["chunk_choice"]
+    times, _ = interleaved({
+        "raw": lambda: raw(best_b),
+        "traj": lambda: trajectory(model, x, d, T=args.t, E=0.1),
+        "traj_eq": lambda: trajectory(model, x, d, T=args.t, E=0.1, chunk_size=best_b),
+        "traj_4096": lambda: trajectory(model, x, d, T=args.t, E=0.1, chunk_size=4096),
+    }, args.repeats)
+    out = {"model": name, "best_b": best_b, "chosen": choice["size"], "rates": choice["rates"],
+           "r_default": ratios(times["raw"], times["traj"]), "r_eq": ratios(times["raw"], times["traj_eq"]),
+           "r_4096": ratios(times["raw"], times["traj_4096"]), "first": min(times["raw"]) / t_first,
+           "t_first": t_first, "per_image": choice["per_image_bytes"], "cap": choice["cap"]}
+    print(f"chosen batch size {choice['size']} (measured rates " + ", ".join(f"{b}: {r:.0f}" for b, r in sorted(choice['rates'].items()))
+          + f" img/s; memory estimate {choice['per_image_bytes'] / 1024:.0f} KiB/image, cap {choice['cap']})")
+    print(f"trajectory/raw@{best_b}: default (cached) {spread(out['r_default'])}x, at chunk {best_b} {spread(out['r_eq'])}x, "
+          f"at chunk 4096 {spread(out['r_4096'])}x; first call (with the measurement) {out['first']:.2f}x "
+          f"({t_first:.1f} s)")
+    if args.memory:
+        out["mem"] = {}
+        for label, cs in (("auto", "auto"), ("4096", "4096")):
+            cmd = [sys.executable, os.path.abspath(__file__), "--child", "--models", name, "--n", str(args.n),
+                   "--t", str(args.t), "--chunk", cs, "--threads", str(args.threads)]
+            res = subprocess.run(cmd, capture_output=True, text=True, check=False)
+            line = next((ln for ln in res.stdout.splitlines() if ln.startswith("RESULT ")), None)
+            if line is None:
+                print(f"memory child failed: {res.stderr[-1500:]}")
+                continue
+            r = json.loads(line[7:])
+            out["mem"][label] = r
+        if out["mem"]:
+            print("peak working memory (MiB): " + ", ".join(
+                f"{k}: {v['work_mib']:.0f} (chunk {v['chunk']}, outputs {v['outputs_mib']:.0f})" for k, v in out["mem"].items()))
+    return out
 
 
 def child(args: argparse.Namespace) -> None:
-    """One memory setting, in its own process: prints a JSON line."""
-    from robcurve.geometry import trajectory
+    """One memory setting in a fresh process; prints a JSON line."""
+    from robcurve.geometry.trajectory import trajectory
 
-    model, _ = get_model(True, args.device)
-    g = torch.Generator().manual_seed(0)
-    x = torch.rand(args.n, 1, 28, 28, generator=g).to(args.device)
-    d = (torch.randint(0, 2, x.shape, generator=g) * 2 - 1).float().to(args.device)
+    name = args.models
+    model, x, _, d, _ = inputs(name, args.n, args.t)
     with torch.no_grad():
         model(x[:1])
-    try:  # reset the peak-RSS mark so ru_maxrss measures from here on
+    try:
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")
         reset = True
     except OSError:
         reset = False
-    base = current_rss_kib() if reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    if args.device.startswith("cuda"):
-        torch.cuda.reset_peak_memory_stats()
-    t0 = time.perf_counter()
-    tr = trajectory(model, x, d, T=args.t, chunk_size=args.chunk_size)
-    dt = time.perf_counter() - t0
+
+    def rss_kib() -> int:
+        with open("/proc/self/status") as f:
+            for ln in f:
+                if ln.startswith("VmRSS:"):
+                    return int(ln.split()[1])
+        return 0
+
+    base = rss_kib() if reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    cs = None if args.chunk == "auto" else int(args.chunk)
+    tr = trajectory(model, x, d, T=args.t, E=0.1, chunk_size=cs)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    out = {"base_kib": base, "peak_kib": peak, "seconds": dt, "reset": reset,
-           "outputs_bytes": tr.features.numel() * tr.features.element_size() + tr.logits.numel() * tr.logits.element_size()}
-    if args.device.startswith("cuda"):
-        out["cuda_peak_bytes"] = torch.cuda.max_memory_allocated()
-    print("RESULT " + json.dumps(out))
+    outputs = tr.features.numel() * tr.features.element_size() + tr.logits.numel() * tr.logits.element_size()
+    print("RESULT " + json.dumps({"work_mib": (peak - base) / 1024, "outputs_mib": outputs / 2**20,
+                                  "chunk": tr.chunk_size, "reset": reset}))
 
 
-def memory(args: argparse.Namespace) -> None:
-    print(f"(c) peak memory (ru_maxrss of a fresh process; T={args.t}; MiB)")
-    print(f"    {'N':>5} {'N*T':>7} {'chunk':>6} {'outputs':>8} {'working peak':>13} {'seconds':>8}")
-    settings = [(n, True) for n in args.mem_n] + [(max(args.mem_n), False)]  # contrast: largest N unchunked
-    for n, chunked in settings:
-        total = n * args.t
-        cs = args.chunk_size if chunked else total
-        cmd = [sys.executable, os.path.abspath(__file__), "--child", "--n", str(n), "--t", str(args.t),
-               "--chunk-size", str(cs), "--device", args.device]
-        res = subprocess.run(cmd, capture_output=True, text=True, check=False)
-        line = next((ln for ln in res.stdout.splitlines() if ln.startswith("RESULT ")), None)
-        if line is None:
-            print(f"    N={n}: child failed:\n{res.stderr[-2000:]}")
-            continue
-        r = json.loads(line[7:])
-        work = (r["peak_kib"] - r["base_kib"]) / 1024
-        extra = f"  cuda peak {r['cuda_peak_bytes'] / 2**20:.1f} MiB" if "cuda_peak_bytes" in r else ""
-        print(f"    {n:>5} {total:>7} {cs:>6} {r['outputs_bytes'] / 2**20:>8.1f} {work:>13.1f} {r['seconds']:>8.1f}"
-              f"{'' if chunked else '  (unchunked)'}{extra}{'' if r['reset'] else '  (peak not reset)'}")
-
-
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--n", type=int, default=4, help="images for the throughput run (default 4)")
-    p.add_argument("--t", type=int, default=201, help="grid points T (default 201)")
-    p.add_argument("--chunk-size", type=int, default=512, help="images per forward (default 512)")
-    p.add_argument("--repeats", type=int, default=5, help="interleaved timing repeats (default 5)")
-    p.add_argument("--mem-n", type=int, nargs="*", default=[2, 20], help="N values of the memory runs (default 2 20)")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--random", action="store_true", help="use the random-init ViT even if the zoo has weights")
-    p.add_argument("--skip-memory", action="store_true")
-    p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
-    args = p.parse_args()
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--models", default="all")
+    ap.add_argument("--n", type=int, default=32, help="images (default 32)")
+    ap.add_argument("--t", type=int, default=201, help="grid points (default 201)")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--sweep-images", type=int, default=1024, help="images timed per batch size in the raw sweep")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (0: torch's default; default 1)")
+    ap.add_argument("--memory", action=argparse.BooleanOptionalAction, default=True, help="peak-memory runs (subprocesses)")
+    ap.add_argument("--quick", action="store_true", help=f"{QUICK_MODELS}, N = 8, 2 repeats, no memory runs")
+    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--chunk", default="auto", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    setup_threads(args.threads)
     if args.child:
         child(args)
         return
-    throughput(args)
-    if not args.skip_memory:
-        memory(args)
+    if args.quick:
+        args.models = args.models if args.models != "all" else QUICK_MODELS
+        args.n, args.repeats, args.memory, args.sweep_images = min(args.n, 8), min(args.repeats, 2), False, 512
+    header("robcurve trajectory vs raw forwards", args.threads)
+    print("fixed: same inputs (N images x T grid points along the FGSM direction), thread count, frozen parameters; "
+          "ratio = raw time at raw's best batch size / trajectory time, median [min-max] over interleaved repeats")
+    res = [bench_model(m, args) for m in parse_models(args.models)]
+    rows = [[r["model"], r["best_b"], r["chosen"], spread(r["r_default"]), f"{r['first']:.2f}", spread(r["r_eq"]),
+             spread(r["r_4096"]),
+             ", ".join(f"{k} {v['work_mib']:.0f}" for k, v in r.get("mem", {}).items()) or "-"] for r in res]
+    print()
+    print(table(rows, ["model", "raw best batch", "chosen batch", "default vs raw best (x)", "first call (x)",
+                       "equal chunk (x)", "chunk 4096 (x)", "peak working MiB"]))
+    print(f"\nload average at end {loadavg()}; goal: default >= 0.95x raw at its best batch size")
 
 
 if __name__ == "__main__":

@@ -39,6 +39,11 @@ _API = {
     "load_config": "robcurve.run.config:load_config",
     "RunConfig": "robcurve.run.config:RunConfig",
     "bench": "robcurve.run.runner:run",
+    "load_run": "robcurve.run.results:load_run",
+    "RunResults": "robcurve.run.results:RunResults",
+    "summarize": "robcurve.run.summary:summarize",
+    "METRICS": "robcurve.run.metrics:METRICS",
+    "MEASUREMENTS": "robcurve.run.measures:MEASUREMENTS",
     "RobcurveError": "robcurve.errors:RobcurveError",
 }
 

@@ -27,7 +27,9 @@ Bootstrap intervals (``bootstrap=B > 0``): B resamples of the n samples with rep
 drawn from a seeded ``torch.Generator``; percentile 95% intervals (2.5th and 97.5th
 percentiles) for ECE, sECE and accuracy. The ECE of a finite sample is biased upward, and so
 are its resamples: for a nearly perfectly calibrated model on few samples the ECE interval
-can lie above the point estimate. Read it as the spread, not as a bias-corrected interval.
+can lie above the point estimate. Read it as the spread, not as a bias-corrected interval;
+:meth:`CalibrationResult.summary` (and every run summary) reports the debiased estimate and the
+perfectly calibrated reference beside it (see :mod:`robcurve.stats`).
 """
 
 from __future__ import annotations
@@ -81,6 +83,41 @@ class CalibrationResult:
     bootstrap: int = 0
     seed: int = 0
     ci: dict[str, tuple[float, float]] = field(default_factory=dict)
+    confidences: np.ndarray | None = field(default=None, repr=False)  # (n,) per-sample max probability
+    correct: np.ndarray | None = field(default=None, repr=False)  # (n,) prediction == label
+
+    def to_dataframe(self) -> pd.DataFrame:
+        """One row per sample: confidence, correct, bin index (membership lo < conf <= hi)."""
+        from robcurve import stats
+
+        if self.confidences is None or self.correct is None:
+            return pd.DataFrame(columns=["confidence", "correct", "bin"])
+        return pd.DataFrame({"confidence": self.confidences, "correct": self.correct,
+                             "bin": stats.bin_of(self.confidences, self.n_bins)})
+
+    def summary(self, draws: int = 1000) -> pd.DataFrame:
+        """Tidy metrics with honest intervals: plug-in ECE, the perfectly calibrated reference
+        (consistency resampling), the debiased RMS calibration error (Kumar et al. 2019, jackknife
+        interval), sECE, MCE, NLL, Brier, accuracy; columns metric, value, lo, hi, interval."""
+        from robcurve import stats
+
+        rows: list[tuple] = [("ece", self.ece, None, None, "none (plug-in, biased upward)")]
+        if self.confidences is not None and self.correct is not None and self.n >= 3:
+            conf, corr = self.confidences, self.correct.astype(float)
+            ref = stats.ece_perfect(conf, corr, self.n_bins, draws, self.seed)
+            if ref is not None:
+                rows.append(("ece_perfect", ref[0], ref[1], ref[2], stats.CONSISTENCY_METHOD))
+                rows.append(("ece_p_perfect", ref[3], None, None, "none"))
+            jk = stats.jackknife_ce2(conf, corr, self.n_bins)
+            if jk is not None:
+                rows.append(("rmsce_debiased", *(stats.signed_root(v) for v in jk), stats.JACKKNIFE_METHOD))
+        lo_hi = self.ci.get("sece")
+        rows += [("sece", self.sece, *(lo_hi or (None, None)), stats.PERCENTILE_METHOD if lo_hi else "none"),
+                 ("mce", self.mce, None, None, "none"), ("nll", self.nll, None, None, "none"),
+                 ("brier", self.brier, None, None, "none"), ("accuracy", self.accuracy, None, None, "none")]
+        df = pd.DataFrame(rows, columns=["metric", "value", "lo", "hi", "interval"])
+        df["n"] = self.n
+        return df
 
     def bins_dataframe(self) -> pd.DataFrame:
         """The per-bin table: lo, hi, count, accuracy, confidence, gap (= accuracy − confidence)."""
@@ -236,7 +273,8 @@ def calibration(logits_or_probs: Tensor | np.ndarray, labels: Tensor | np.ndarra
         ece=ece, sece=sece, mce=mce, nll=nll, brier=brier, accuracy=float(correct.mean()),
         mean_confidence=float(conf.mean()), n=n, n_bins=n_bins,
         bin_lo=edges[:-1].tolist(), bin_hi=edges[1:].tolist(), bin_count=[int(c) for c in count.tolist()],
-        bin_accuracy=acc_bin.tolist(), bin_confidence=conf_bin.tolist(), bootstrap=bootstrap, seed=seed, ci=ci)
+        bin_accuracy=acc_bin.tolist(), bin_confidence=conf_bin.tolist(), bootstrap=bootstrap, seed=seed, ci=ci,
+        confidences=conf.numpy().astype(np.float64), correct=correct.numpy().astype(bool))
 
 
 def _x_adv(v: Any, budget: Any) -> Tensor:

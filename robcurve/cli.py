@@ -6,6 +6,7 @@ traceback. Ctrl-C exits with 130 and says how to resume.
 
 from __future__ import annotations
 
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -22,6 +23,26 @@ zoo_app = typer.Typer(no_args_is_help=True, help="The shipped Fashion-MNIST mode
 app.add_typer(zoo_app, name="zoo")
 
 
+def _register_leaderboard() -> None:
+    from robcurve.leaderboard.cli import cite, lb_app, submit
+
+    app.add_typer(lb_app, name="leaderboard")
+    app.command("submit")(submit)
+    app.command("cite")(cite)
+
+
+_register_leaderboard()
+
+
+def _register_reproduce() -> None:
+    from robcurve.reproduce.cli import register
+
+    register(app)
+
+
+_register_reproduce()
+
+
 def _table(rows, headers) -> str:
     from tabulate import tabulate
 
@@ -31,20 +52,21 @@ def _table(rows, headers) -> str:
 @app.command()
 def bench(
     model: Annotated[str | None, typer.Option(help="model alias (e.g. vit_small, resnet18) or spec source:name")] = None,
-    attack: Annotated[str | None, typer.Option(help="pgd | deepfool | jumpout | none")] = None,
+    attack: Annotated[str | None, typer.Option(help="a measurement registered as an attack: pgd | deepfool | jumpout, or none (robcurve metrics lists them)")] = None,
     attack_backend: Annotated[str | None, typer.Option(help="robcurve (default) | torchattacks | foolbox: whose PGD/DeepFool runs")] = None,
     config: Annotated[Path | None, typer.Option(help="YAML run config (see configs/); flags override its fields")] = None,
     dataset: Annotated[str | None, typer.Option(help="fashion-mnist-embedded (default), fashion-mnist, cifar10, cifar100, imagenet, or <dataset>-c:<corruption>:<severity>")] = None,
     data_dir: Annotated[str | None, typer.Option(help="folder with the dataset files")] = None,
     threat_model: Annotated[str | None, typer.Option(help="Linf | L2 | corruptions (RobustBench models)")] = None,
     weights: Annotated[str | None, typer.Option(help="weights file for timm: models (or 'random')")] = None,
+    model_kwargs: Annotated[str | None, typer.Option(help='model constructor arguments as JSON, e.g. \'{"in_chans": 1}\' (timm create_model kwargs)')] = None,
     model_dir: Annotated[str | None, typer.Option(help="RobustBench model dir (<dir>/<dataset>/<threat>/<name>.pt)")] = None,
     n: Annotated[int | None, typer.Option(help="number of samples (seeded selection)")] = None,
     batch_size: Annotated[int | None, typer.Option(help="samples per batch (results are stored per batch)")] = None,
     device: Annotated[str | None, typer.Option(help="cpu | cuda | cuda:N")] = None,
     seed: Annotated[int | None, typer.Option(help="seed of the sample selection and every random choice")] = None,
     dtype: Annotated[str | None, typer.Option(help="float32 | float64")] = None,
-    measurements: Annotated[str | None, typer.Option(help="comma list: clean,trajectory,travel,pgd,pgd_distance,deepfool,jumpout,corruptions,adv_calibration")] = None,
+    measurements: Annotated[str | None, typer.Option(help="comma list of registered measurements, e.g. clean,trajectory,travel,pgd,pgd_distance,deepfool,jumpout,corruptions,adv_calibration (robcurve metrics lists them)")] = None,
     out: Annotated[str | None, typer.Option(help="run folder (default runs/<model>_<dataset>_<attack>_<config digest>)")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="override any config field: --set pgd.eps=0.05")] = None,
     fresh: Annotated[bool, typer.Option("--fresh", help="discard stored results of this run folder and start over")] = False,
@@ -60,7 +82,7 @@ def bench(
     from robcurve.run.config import FLAG_FIELDS, SHIPPED, load_config, merge, parse_set
     from robcurve.run.runner import run
 
-    flags = dict(model=model, attack=attack, attack_backend=attack_backend, dataset=dataset, data_dir=data_dir, threat_model=threat_model, weights=weights,
+    flags = dict(model=model, attack=attack, attack_backend=attack_backend, dataset=dataset, data_dir=data_dir, threat_model=threat_model, weights=weights, model_kwargs=model_kwargs,
                  model_dir=model_dir, n=n, batch_size=batch_size, device=device, seed=seed, dtype=dtype, out=out)
     overrides = {k: v for k, v in flags.items() if v is not None and k in FLAG_FIELDS}
     if measurements is not None:
@@ -71,10 +93,34 @@ def bench(
         config = SHIPPED / "default.yaml"
     cfg = load_config(config, overrides)
     res = run(cfg, fresh=fresh, progress=progress)
+    if not res.summary:  # a non-zero rank of a sharded run: rank 0 merges and summarises
+        typer.echo(f"{res.model_info.get('spec')}: this rank measured its shard ({res.computed} sample-measurements "
+                   f"computed, {res.skipped} reused); rank 0 wrote the outputs")
+        return
     typer.echo(f"\n{res.model_info.get('spec')} on {cfg.dataset}: n={cfg.n}, {res.elapsed_s:.0f} s "
                f"({res.computed} sample-measurements computed, {res.skipped} reused)\n")
     typer.echo(res.summary["table"])
-    typer.echo(f"\nresults: {res.out}/ (results.sqlite, entry.json, samples.csv, summary.md, {', '.join(res.summary['plots'])})")
+    typer.echo(f"\nresults: {res.out}/ (results.sqlite, entry.json, summary.md/.csv/.json, samples.csv, "
+               f"{', '.join(res.summary['plots'])})")
+
+
+@app.command()
+def summarize(run_dir: Annotated[Path, typer.Argument(help="a run folder written by robcurve bench")]) -> None:
+    """Rebuild every output of a run (summary, entry.json, CSVs, plots) from its store; no model is loaded."""
+    from robcurve.run.summary import summarize as _summarize
+
+    s = _summarize(run_dir)
+    typer.echo(s["markdown"])
+
+
+@app.command()
+def metrics(
+    markdown: Annotated[bool, typer.Option("--markdown", help="print the Markdown reference (docs/metrics.md)")] = False,
+) -> None:
+    """List the registered measurements and metrics (unit, direction, aggregation, interval, condition)."""
+    from robcurve.run.docs import metrics_markdown, metrics_tables
+
+    typer.echo(metrics_markdown(), nl=False) if markdown else typer.echo(metrics_tables())
 
 
 @app.command()
@@ -166,7 +212,85 @@ def zoo_train(
         typer.echo(f"zoo:{name}: test accuracy {100 * c['test_acc']:.2f}%, card at robcurve/zoo/cards/{name}.json")
 
 
+_DEBUG_ENV = "ROBCURVE_DEBUG"
+_STATE = {"debug": False}  # set by --debug for the current main() call
+
+
+@app.callback()
+def _global_options(
+    debug: Annotated[bool, typer.Option("--debug", help=f"on an error, print the full traceback (also: {_DEBUG_ENV}=1)")] = False,
+) -> None:
+    # main() takes --debug out of the arguments before parsing (so it works in any position);
+    # this option documents it in --help and serves callers that invoke `app` directly.
+    if debug:
+        _STATE["debug"] = True
+
+
+def _debug_on() -> bool:
+    return _STATE["debug"] or os.environ.get(_DEBUG_ENV, "").strip().lower() not in ("", "0", "false", "no", "off")
+
+
+_OS_FIX = {
+    "PermissionError": "check the permissions of that path (or choose another one)",
+    "IsADirectoryError": "that path is a folder: pass a file",
+    "NotADirectoryError": "a part of that path is a file, not a folder: check the path",
+    "FileNotFoundError": "check the path",
+    "FileExistsError": "choose another path or remove the existing one",
+}
+
+
+def _user_error(e: BaseException) -> str | None:
+    """One line (what, where, fix) for an error caused by the user's input or machine; None for a bug."""
+    from robcurve.errors import one_line
+
+    if isinstance(e, RobcurveError):
+        return one_line(e, 2000)
+    if isinstance(e, OSError):
+        import errno as _errno
+
+        what = e.strerror or one_line(e) or type(e).__name__
+        where = f" (at {e.filename})" if e.filename else ""
+        if e.filename2:
+            where = f" (at {e.filename} -> {e.filename2})"
+        fix = _OS_FIX.get(type(e).__name__, "check the path and the file system")
+        if e.errno == _errno.ENOSPC:
+            fix = "free disk space or write the run elsewhere with --out"
+        return one_line(f"{what}{where}. Fix: {fix}")
+    if isinstance(e, EOFError):
+        return one_line(f"a file ended unexpectedly ({e or 'end of file'}): it is truncated or empty. "
+                        "Fix: replace the damaged file")
+    if isinstance(e, MemoryError) or any(c.__name__ == "OutOfMemoryError" for c in type(e).__mro__):
+        return one_line(f"out of memory ({e or type(e).__name__}). Fix: lower --batch-size or --n, or use a smaller model")
+    pydantic = sys.modules.get("pydantic")
+    if pydantic is not None and isinstance(e, pydantic.ValidationError):
+        from robcurve.run.config import format_validation_error
+
+        return one_line(format_validation_error(e, "the input") + ". Fix: correct the value(s) named above")
+    yaml = sys.modules.get("yaml")
+    if yaml is not None and isinstance(e, yaml.YAMLError):
+        return one_line(f"bad YAML: {e}. Fix: fix the YAML syntax")
+    if isinstance(e, UnicodeDecodeError):
+        return one_line(f"a file is not UTF-8 text ({e.reason} at byte {e.start}). Fix: save it as UTF-8")
+    sqlite3 = sys.modules.get("sqlite3")
+    if sqlite3 is not None and isinstance(e, sqlite3.DatabaseError):
+        msg = str(e).lower()
+        if any(w in msg for w in ("locked", "unable to open", "malformed", "not a database", "disk i/o", "readonly",
+                                  "database or disk is full", "busy")):
+            return one_line(f"the run's result store cannot be used: {e}. Fix: make sure no other robcurve run uses "
+                            "this run folder, or choose another --out (or --fresh to start over)")
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run the ``robcurve`` command; return its exit code.
+
+    Exit codes: 0 success; 2 a user error (RobcurveError, a bad flag or config, a file that
+    cannot be read: one line on stderr naming what, where and the fix); 1 an internal
+    error (a bug in robcurve: one line, the traceback with ``--debug`` or ROBCURVE_DEBUG=1);
+    130 interrupted.
+    """
+    import traceback
+
     try:  # typer >= 0.24 vendors click
         from typer._click.exceptions import ClickException, NoArgsIsHelpError
         from typer.exceptions import Abort, Exit
@@ -174,26 +298,55 @@ def main(argv: list[str] | None = None) -> int:
         from click.exceptions import Abort, ClickException, Exit
         NoArgsIsHelpError = ()  # noqa: N806
 
+    args = list(sys.argv[1:] if argv is None else argv)
+    _STATE["debug"] = "--debug" in args
+    args = [a for a in args if a != "--debug"]  # a global option, accepted in any position
+    interrupted = ("robcurve: interrupted; results written so far are kept. "
+                   "Run the same command again to resume.")
+
+    def report(e: BaseException) -> int:
+        if _debug_on():
+            traceback.print_exception(type(e), e, e.__traceback__, file=sys.stderr)
+        line = _user_error(e)
+        if line is not None:
+            print(f"robcurve: error: {line}", file=sys.stderr)
+            return 2
+        from robcurve.errors import one_line
+
+        print(f"robcurve: internal error: {type(e).__name__}: {one_line(e, 500).rstrip('.')}. This is a bug, please report it"
+              + ("" if _debug_on() else " (rerun with --debug for the traceback)"), file=sys.stderr)
+        return 1
+
     # timm's import triggers torch's deprecation notice for torch.jit.interface: not the user's concern
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.jit")
     cmd = typer.main.get_command(app)
     try:
-        rv = cmd.main(args=argv if argv is not None else sys.argv[1:], prog_name="robcurve", standalone_mode=False)
+        rv = cmd.main(args=args, prog_name="robcurve", standalone_mode=False)
+        if rv == 130:  # typer turns Ctrl-C into Exit(130) and returns its code
+            print(interrupted, file=sys.stderr)
         return int(rv) if isinstance(rv, int) else 0
-    except RobcurveError as e:
-        print(f"robcurve: error: {e}", file=sys.stderr)
-        return 2
     except Exit as e:
         return int(getattr(e, "exit_code", getattr(e, "code", 0)) or 0)
     except NoArgsIsHelpError as e:
         e.show()
         return 0
-    except ClickException as e:
-        e.show()
+    except ClickException as e:  # a bad flag, option value or command: one line, like every user error
+        from robcurve.errors import one_line
+
+        ctx = getattr(e, "ctx", None)
+        path = getattr(ctx, "command_path", "") or "robcurve"
+        print(f"robcurve: error: {one_line(e.format_message()).rstrip('.')}. Fix: see `{path} --help`", file=sys.stderr)
         return 2
-    except (KeyboardInterrupt, Abort):
-        print("robcurve: interrupted; results written so far are kept. Run the same command again to resume.", file=sys.stderr)
+    except Abort as e:
+        if isinstance(e.__cause__, EOFError):  # typer turns any EOFError into Abort: report the real error
+            return report(e.__cause__)
+        print(interrupted, file=sys.stderr)
         return 130
+    except KeyboardInterrupt:
+        print(interrupted, file=sys.stderr)
+        return 130
+    except Exception as e:
+        return report(e)
 
 
 if __name__ == "__main__":

@@ -46,7 +46,15 @@ def plot_trajectory_pca(traj: Trajectory, i: int, ax: Any = None, *, space: str 
     _check_index(i, traj.n, "plot_trajectory_pca")
     if space not in ("features", "logits"):
         raise RobcurveError(f"unknown space {space!r}", where="plot_trajectory_pca", fix="use 'features' or 'logits'")
-    z = (traj.features if space == "features" else traj.logits)[i].to(torch.float64)
+    z = (traj.features if space == "features" else traj.logits)[i]
+    pts, var = project_path(z)
+    other = (traj.preds[i] != traj.clean_pred[i]).numpy()
+    return draw_projection(pts, var, traj.eps.numpy(), other, ax=ax, title=f"sample {i}: {space}")
+
+
+def project_path(z: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """A (T, D) path on its first two principal components: ((T, 2) points, variance shares (2,))."""
+    z = z.detach().cpu().to(torch.float64)
     zc = z - z.mean(0, keepdim=True)
     _, s, vh = torch.linalg.svd(zc, full_matrices=False)
     k = min(2, vh.shape[0])
@@ -54,20 +62,26 @@ def plot_trajectory_pca(traj: Trajectory, i: int, ax: Any = None, *, space: str 
     if k < 2:
         p = np.concatenate([p, np.zeros((p.shape[0], 2 - k))], 1)
     var = (s**2 / (s**2).sum().clamp_min(1e-300)).numpy()
-    eps = traj.eps.numpy()
+    var = np.concatenate([var, np.zeros(2)])[:2]
+    return p, var
+
+
+def draw_projection(p: Any, var: Any, eps: Any, other: Any, ax: Any = None, title: str = "") -> Any:
+    """Draw a projected path (points (T, 2), variance shares, ε per point, other-class mask)."""
+    p, var, eps = np.asarray(p, dtype=float), np.asarray(var, dtype=float), np.asarray(eps, dtype=float)
+    other = np.asarray(other, dtype=bool)
     fig, ax = _figure_and_axes(ax)
     ax.plot(p[:, 0], p[:, 1], color="0.6", lw=0.8, zorder=1)
     sc = ax.scatter(p[:, 0], p[:, 1], c=eps, cmap="coolwarm", s=10, zorder=2)
     ax.plot([p[0, 0], p[-1, 0]], [p[0, 1], p[-1, 1]], "k--", lw=1, label="chord", zorder=1)
     c = int(np.abs(eps).argmin())
     ax.scatter([p[c, 0]], [p[c, 1]], marker="*", s=120, color="k", label=f"ε = {eps[c]:.3g}", zorder=3)
-    other = (traj.preds[i] != traj.clean_pred[i]).numpy()
     if other.any():
         ax.scatter(p[other, 0], p[other, 1], marker="x", s=18, color="k", label="other class", zorder=3)
     fig.colorbar(sc, ax=ax, label="ε")
     ax.set_xlabel(f"PC1 ({var[0]:.0%} of variance)")
     ax.set_ylabel(f"PC2 ({var[1] if var.size > 1 else 0:.0%})")
-    ax.set_title(f"sample {i}: {space} along ε ∈ [{eps[0]:.3g}, {eps[-1]:.3g}]")
+    ax.set_title(f"{title} along ε ∈ [{eps[0]:.3g}, {eps[-1]:.3g}]")
     ax.legend(loc="best", fontsize="small")
     return fig
 

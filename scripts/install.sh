@@ -20,5 +20,10 @@ fi
 if [ ! -f /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist) >/dev/null 2>&1 || echo "note: could not install dataset-fashion-mnist; using the embedded subset"
 fi
+# A headless browser for the leaderboard page test (tests/test_leaderboard.py): Debian's
+# Chromium and its driver, where apt is available as root; the test is skipped without them.
+if ! command -v chromedriver >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  (apt-get update -qq && apt-get install -y -qq chromium chromium-driver) >/dev/null 2>&1 || echo "note: could not install chromium; the browser test will be skipped"
+fi
 .venv/bin/robcurve --help >/dev/null
 echo "robcurve installed in .venv"

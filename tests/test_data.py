@@ -154,3 +154,89 @@ def test_imagenet_folder_reader(tmp_path):
     with pytest.raises(RobcurveError, match="cannot decode image"):
         load_dataset("imagenet", data_dir=str(tmp_path))
     del rng
+
+
+# -- issue #14: CIFAR batches are read with a restricted unpickler ----------------------------------
+# A CIFAR batch as Python 2 wrote it (protocol 2, str keys as byte strings, numpy.core paths):
+# {'data': uint8 array [[0, 1, 2], [3, 4, 5]], 'labels': [1, 2]}.
+PY2_BATCH = (b"\x80\x02}q\x00(U\x04dataq\x01cnumpy.core.multiarray\n_reconstruct\nq\x02cnumpy\nndarray\nq\x03K\x00\x85U\x01b"
+             b"\x87Rq\x04(K\x01K\x02K\x03\x86cnumpy\ndtype\nq\x05U\x02u1K\x00K\x01\x87Rq\x06(K\x03U\x01|NNNJ\xff\xff\xff\xffJ\xff"
+             b"\xff\xff\xffK\x00tb\x89U\x06\x00\x01\x02\x03\x04\x05tbU\x06labelsq\x07]q\x08(K\x01K\x02eu.")
+
+
+class _Payload:
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (exec, (f"open({self.marker!r}, 'w').close()",))
+
+
+def test_restricted_unpickler_reads_python2_batches_and_every_protocol(tmp_path):
+    from robcurve.data.safe_pickle import load_data_pickle
+
+    p = tmp_path / "py2"
+    p.write_bytes(PY2_BATCH)
+    b = load_data_pickle(p)
+    assert b[b"data"].dtype == np.uint8 and b[b"data"].tolist() == [[0, 1, 2], [3, 4, 5]] and b[b"labels"] == [1, 2]
+    assert pickle.loads(PY2_BATCH, encoding="bytes")[b"data"].tolist() == b[b"data"].tolist()  # what pickle itself reads
+    rng = np.random.default_rng(1)
+    good = {b"data": rng.integers(0, 256, (3, 3072), dtype=np.uint8), b"labels": [0, 9, 4], b"x": np.float32(0.5),
+            b"f": np.asfortranarray(rng.random((2, 3))), b"names": [b"cat", "dog"], b"s": {1, 2}}
+    for proto in range(pickle.HIGHEST_PROTOCOL + 1):
+        p.write_bytes(pickle.dumps(good, protocol=proto))
+        got = load_data_pickle(p)
+        assert np.array_equal(got[b"data"], good[b"data"]) and np.array_equal(got[b"f"], good[b"f"]), proto
+        assert got[b"labels"] == [0, 9, 4] and got[b"x"] == np.float32(0.5) and got[b"names"] == [b"cat", "dog"]
+
+
+def test_restricted_unpickler_refuses_code_in_every_protocol(tmp_path):
+    from robcurve.data.safe_pickle import load_data_pickle
+    from robcurve.errors import UnsafeFileError
+
+    marker = tmp_path / "PWNED"
+    p = tmp_path / "b"
+    for proto in range(pickle.HIGHEST_PROTOCOL + 1):
+        p.write_bytes(pickle.dumps({b"data": _Payload(marker)}, protocol=proto))
+        with pytest.raises(UnsafeFileError, match="exec"):
+            load_data_pickle(p, kind="CIFAR-10 batch")
+    # numpy helpers cannot be bent into building objects either
+    for obj in (np.array([1, "a"], dtype=object), np.ma.masked_array([1, 2])):
+        p.write_bytes(pickle.dumps({b"data": obj}, protocol=2))
+        with pytest.raises(UnsafeFileError):
+            load_data_pickle(p)
+    assert not marker.exists()
+    pickle.loads(pickle.dumps(_Payload(marker)))  # the payload is real: plain pickle runs it
+    assert marker.exists()
+
+
+def test_cifar_test_split_needs_only_test_batch(tmp_path):
+    d = tmp_path / "cifar-10-batches-py"
+    d.mkdir()
+    rng = np.random.default_rng(0)
+    with open(d / "test_batch", "wb") as f:
+        pickle.dump({b"data": rng.integers(0, 256, (5, 3072), dtype=np.uint8), b"labels": [0, 1, 2, 3, 9]}, f, protocol=2)
+    s = load_dataset("cifar10", data_dir=str(tmp_path))  # no data_batch_*, no batches.meta
+    assert s.images.shape == (5, 3, 32, 32) and s.classes == [str(i) for i in range(10)]
+    with pytest.raises(RobcurveError) as e:
+        load_dataset("cifar10", split="train", data_dir=str(tmp_path))
+    msg = str(e.value)
+    assert "data_batch_1 not found" in msg and "test_batch" not in msg.split("Fix:")[1]
+    (d / "test_batch").unlink()
+    with pytest.raises(RobcurveError) as e:
+        load_dataset("cifar10", data_dir=str(tmp_path))
+    assert "test_batch not found" in str(e.value) and "data_batch" not in str(e.value)
+
+
+def test_loaded_samples_are_checked(tmp_path):
+    from robcurve.data.base import SampleSet, check_dir, check_sampleset
+
+    ok = SampleSet(torch.rand(3, 1, 4, 4), torch.tensor([0, 1, 1], dtype=torch.int32), torch.arange(3), ["a", "b"], "toy")
+    assert check_sampleset(ok).labels.dtype == torch.int64
+    bad = SampleSet(torch.full((1, 1, 2, 2), float("nan")), torch.tensor([0]), torch.arange(1), ["a"], "toy")
+    with pytest.raises(RobcurveError, match="expected finite values in"):
+        check_sampleset(bad)
+    f = tmp_path / "file"
+    f.write_text("x")
+    with pytest.raises(RobcurveError, match="is a file, not a folder"):
+        check_dir(f, "toy", "the files", "pass a folder")

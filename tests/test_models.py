@@ -172,3 +172,100 @@ def test_as_robmodel_hook_features_and_dtype():
     logits, feats = m.logits_and_features(x)
     assert logits.dtype == torch.float64 and feats.shape == (4, 5)
     torch.testing.assert_close(feats, torch.tanh(seq[1](x.flatten(1))))
+
+
+# -- issue #14 ------------------------------------------------------------------------------------
+def test_one_channel_timm_checkpoint_loads_with_inferred_in_chans(tmp_path):
+    import timm
+
+    arch = "test_efficientnet"  # timm's tiny test network: a conv stem and a linear head
+    torch.manual_seed(0)
+    net = timm.create_model(arch, pretrained=False, in_chans=1, num_classes=10).eval()
+    w = tmp_path / "grey.safetensors"
+    _save(net, w)
+    m = load_model(f"timm:{arch}", weights=str(w))  # nothing says in_chans=1: the stem's weight does
+    assert m.info.input_size[0] == 1 and m.info.num_classes == 10 and m.in_channels == 1
+    x = torch.rand(2, 1, 28, 28)
+    mean, std = m.mean.flatten(), m.std.flatten()
+    assert mean.numel() == 1
+    with torch.no_grad():
+        torch.testing.assert_close(m(x), net((x - mean) / std))
+    # the same through a file: sidecar with no kwargs
+    w.with_suffix(".json").write_text(json.dumps({"arch": arch, "mean": [0.3], "std": [0.3]}))
+    f = load_model(f"file:{w}")
+    with torch.no_grad():
+        torch.testing.assert_close(f(x), net((x - 0.3) / 0.3))
+    # explicit model_kwargs reach timm
+    r = load_model(f"timm:{arch}", weights="random", model_kwargs={"in_chans": 1, "num_classes": 7})
+    assert r(x).shape == (2, 7)
+    with pytest.raises(RobcurveError, match=rf"timm cannot build '{arch}' with .*bogus=1"):
+        load_model(f"timm:{arch}", weights="random", model_kwargs={"bogus": 1})
+
+
+def test_three_channel_model_refuses_grey_images():
+    m = load_model("timm:test_efficientnet", weights="random")
+    with pytest.raises(RobcurveError, match="takes 3-channel images but got grey images"):
+        m(torch.rand(1, 1, 32, 32))
+    assert m(torch.rand(1, 3, 32, 32)).shape == (1, 1000)
+
+
+def test_py_spec_finds_module_in_current_folder(tmp_path, monkeypatch):
+    (tmp_path / "rc_cwd_factory.py").write_text(
+        "import torch\ndef make():\n    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10))\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
+    sys.modules.pop("rc_cwd_factory", None)
+    before = list(sys.path)
+    m = load_model("py:rc_cwd_factory:make")
+    assert m(torch.rand(2, 1, 28, 28)).shape == (2, 10)
+    assert sys.path == before  # the current folder was on the path only while importing
+
+
+def test_aliases_follow_the_threat_model():
+    from robcurve.models.robustbench_source import import_robustbench
+
+    model_dicts, BD, TM = import_robustbench()
+    for threat, want in (("Linf", "Addepalli2022Efficient_RN18"), ("L2", "Sehwag2021Proxy_R18"),
+                         ("corruptions", "Modas2021PRIMEResNet18")):
+        spec = resolve_spec("resnet18", "cifar10", threat)
+        assert spec == f"robustbench:{want}" and want in model_dicts[BD("cifar10")][TM(threat)]
+    assert resolve_spec("standard", "cifar10", "L2") == "robustbench:Standard"
+    with pytest.raises(RobcurveError, match="alias 'vit_small' has no model for cifar10 under threat model L2"):
+        resolve_spec("vit_small", "cifar10", "L2")
+    with pytest.raises(RobcurveError, match=r"only under threat model\(s\) Linf, not L2"):
+        load_model("robustbench:Addepalli2022Efficient_RN18", dataset="cifar10", threat_model="L2")
+
+
+def test_zoo_epoch_messages():
+    with pytest.raises(RobcurveError, match="'swin-fmnist' has no training series") as e:
+        load_model("zoo:swin-fmnist@3")
+    assert "choose one of epochs []" not in str(e.value)
+    with pytest.raises(RobcurveError, match="epochs 0, 1, 2, 3, 5, 8, 11, 15"):
+        load_model("zoo:vit-fmnist@4")
+
+
+def test_registry_refuses_duplicates_unless_replaced():
+    from robcurve.registry import Registry
+
+    r: Registry[int] = Registry("widget")
+    r.add("a", 1)
+    with pytest.raises(ValueError, match="widget 'a' is already registered"):
+        r.add("a", 2)
+    with pytest.raises(RobcurveError):
+        r.register("a")(3)
+    r.add("a", 4, replace=True)
+    assert r.get("a") == 4 and r.meta("a") == {}
+
+
+def test_weights_format_from_content_and_mean_std_checks(tmp_path, timm_resnet):
+    net, path = timm_resnet
+    renamed = tmp_path / "r18.pth"  # a safetensors file under a torch name
+    renamed.write_bytes(path.read_bytes())
+    m = load_model("timm:resnet18", weights=str(renamed))
+    x = torch.rand(1, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(m.net(x), net(x))
+    for mean, std, needle in (([0.5, 0.5], [0.2], "has 2 values but std has 1"), ([0.5], [-1.0], "must be positive"),
+                              ([float("nan")], [1.0], "finite")):
+        with pytest.raises(RobcurveError, match=needle):
+            RobcurveModel(nn.Linear(2, 2), mean, std)

@@ -98,7 +98,8 @@ class _BackendAttack(Attack):
 
     def _attack(self, f, x, y, target, clean_logits, batch_size, ctr: Counter):
         _import(self.lib)
-        self._check(clean_logits.shape[1])
+        if clean_logits.dim() == 2:
+            self._check(clean_logits.shape[1])
         model = CountingModel(f)
         atk = self._make(model, x)
         x_adv = torch.empty_like(x)
@@ -119,13 +120,17 @@ class _BackendAttack(Attack):
 class _BackendPGD(_BackendAttack):
     name = "pgd"
     targeted_ok = True
+    clean_pred_ok = True
 
     def __init__(self, eps: float, norm: str = "Linf", steps: int = 10, step_size: float | None = None,
                  random_start: bool = True, restarts: int = 1, targeted: bool = False, seed: int = 0,
-                 early_stop: bool = False):
+                 early_stop: bool = False, loss: str = "ce"):
         super().__init__()
         self.eps = _scalar(eps, "eps", self.lib)
         self.norm = canonical_norm(norm)
+        if loss != "ce":
+            raise RobcurveError(f"{self.lib} PGD uses cross-entropy only, got loss={loss!r}",
+                                fix="pass loss='ce', or use backend='robcurve' for the margin loss")
         if restarts != 1:
             raise RobcurveError(f"{self.lib} PGD has no restarts", fix="pass restarts=1, or use backend='robcurve'")
         if early_stop:

@@ -9,11 +9,24 @@ Conventions (METHOD.md §0): images are (N, C, H, W) in [0, 1] pixel units, the 
 to logits (N, K) with any normalisation inside, and every distance is in pixel units.
 
 **Query counting.** ``forwards[i]`` is the number of forward passes sample ``i`` took part
-in, counting the clean forward and the final check; ``backwards[i]`` is the number of
-vector-Jacobian products taken through sample ``i`` (one per PGD step; ``candidates - 1``
-per DeepFool step, however they are batched). ``queries = forwards + backwards``. The
-torchattacks and foolbox backends cannot attribute model calls to samples: there every sample
-gets the mean over the batch (``params["queries_counted"] == "mean"``).
+in, counting the clean forward (unless the caller passed ``clean_logits``/``clean_pred``, see
+below) and the final check; ``backwards[i]`` is the number of vector-Jacobian products taken
+for sample ``i`` (one per PGD step; one per DeepFool candidate gradient, however they are
+batched). ``queries = forwards + backwards``. The torchattacks and foolbox backends cannot
+attribute model calls to samples: there every sample gets the mean over the batch
+(``params["queries_counted"] == "mean"``).
+
+**Clean outputs from the caller.** ``clean_logits`` (N, K) (logits, or any scores with the
+same order per row, e.g. probabilities: only the ranking is used) or ``clean_pred`` (N,)
+replace the attack's own clean forward when the caller has measured the clean images already
+(a benchmark run's ``clean`` measurement). ``clean_pred`` suffices for PGD and the PGD distance;
+DeepFool needs the ranking of the classes (``clean_logits``) and otherwise takes its clean
+logits from its own first step at no extra cost; other attacks forward the clean images
+themselves when given only ``clean_pred``.
+
+**Frozen parameters.** During an attack every parameter of the model has ``requires_grad``
+switched off (and restored afterwards, like the train/eval flags): attacks only need input
+gradients, and the backends' libraries then do not compute weight gradients either.
 """
 
 from __future__ import annotations
@@ -217,9 +230,17 @@ class ModelFn:
         return out.float()
 
 
+def as_pred(scores: Tensor) -> Tensor:
+    """(n,) predicted classes from scores (n, K) (logits or probabilities) or predictions (n,)."""
+    return scores if scores.dim() == 1 else scores.argmax(1)
+
+
 def is_success(logits: Tensor, y: Tensor, target: Tensor | None) -> Tensor:
-    """(n,) bool: misclassified (untargeted) or classified as target (targeted)."""
-    pred = logits.argmax(1)
+    """(n,) bool: misclassified (untargeted) or classified as target (targeted).
+
+    ``logits``: scores (n, K) or predicted classes (n,).
+    """
+    pred = as_pred(logits)
     return pred == target if target is not None else pred != y
 
 
@@ -243,6 +264,23 @@ def eval_mode(model: nn.Module):
     finally:
         for m, t in modes:
             m.training = t
+
+
+@contextmanager
+def frozen_parameters(model: nn.Module):
+    """Switch ``requires_grad`` off for every parameter of ``model``; restore it afterwards.
+
+    Attacks need gradients with respect to the input only: with frozen parameters the forward
+    keeps no tensors for weight gradients and no library computes them.
+    """
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    for p in trainable:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in trainable:
+            p.requires_grad_(True)
 
 
 def _model_device(model: nn.Module) -> torch.device | None:
@@ -281,6 +319,11 @@ class Attack:
     backend: ClassVar[str] = "robcurve"
     targeted_ok: ClassVar[bool] = False
     result_class: ClassVar[type[AttackResult]] = AttackResult
+    #: the core needs only the clean predictions (not the logits): ``clean_pred=`` suffices
+    clean_pred_ok: ClassVar[bool] = False
+    #: the core computes the clean logits itself (``_attack`` gets ``None`` and returns them in
+    #: its extras as ``"clean_logits"``), e.g. DeepFool from the forward of its first step
+    fuses_clean_forward: ClassVar[bool] = False
 
     def __init__(self) -> None:
         self.params: dict[str, Any] = {}
@@ -290,6 +333,14 @@ class Attack:
             ctr: Counter) -> tuple[Tensor, Tensor | None]:
         """Attack one batch; return (x_adv, logits at x_adv or None). Count into ``ctr``."""
         raise NotImplementedError
+
+    @staticmethod
+    def _check_classes(k: int, y: Tensor, target: Tensor | None) -> None:
+        """Labels and targets must index the model's ``k`` classes."""
+        for t, what in ((y, "labels"), (target, "target")):
+            if t is not None and len(t) and (int(t.min()) < 0 or int(t.max()) >= k):
+                raise RobcurveError(f"{what} must lie in [0, {k - 1}] for a model with {k} classes",
+                                    fix=f"check the {what} against the model's classes")
 
     def _attack(self, f: ModelFn, x: Tensor, y: Tensor, target: Tensor | None, clean_logits: Tensor,
                 batch_size: int, ctr: Counter) -> tuple[Tensor, Tensor | None, dict[str, Tensor]]:
@@ -312,7 +363,8 @@ class Attack:
     # the public call ------------------------------------------------------------------------
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor, *, target: Tensor | None = None,
                  batch_size: int | None = None, device: torch.device | str | None = None,
-                 autocast: bool | torch.dtype = False) -> AttackResult:
+                 autocast: bool | torch.dtype = False, clean_logits: Tensor | None = None,
+                 clean_pred: Tensor | None = None) -> AttackResult:
         """Attack images ``x`` (N, C, H, W) in [0, 1] with labels ``y`` (N,).
 
         Args:
@@ -323,6 +375,11 @@ class Attack:
                 which must be the model's).
             autocast: run the model's forward under ``torch.autocast`` (True: bfloat16 on
                 CPU, float16 on CUDA; or a dtype).
+            clean_logits: (N, K) the model's logits on ``x`` (or probabilities: only each row's
+                ranking is used), measured by the caller; the attack then skips its clean
+                forward. They must come from this model on these images.
+            clean_pred: (N,) the model's predicted classes on ``x``; enough for attacks with
+                ``clean_pred_ok`` (PGD, PGD distance); others compute what they need.
         Returns:
             :class:`AttackResult`; ``x_adv`` on the images' device, the rest on the CPU.
         """
@@ -363,19 +420,29 @@ class Attack:
         bs = batch_size or max(n, 1)
         f = ModelFn(model, autocast)
         ctr = Counter(n, dev)
-        with eval_mode(model), torch.enable_grad():
-            clean_logits = batched_logits(f, x, bs)
-            ctr.forwards += 1
+        clean: Tensor | None = None
+        if clean_logits is not None:
+            cl = torch.as_tensor(clean_logits)
+            if cl.dim() != 2 or cl.shape[0] != n or not cl.is_floating_point():
+                raise RobcurveError(f"clean_logits must be a float tensor of shape ({n}, K), got {tuple(cl.shape)} {cl.dtype}",
+                                    fix="pass the model's logits (or probabilities) on these images, one row per image")
+            clean = cl.detach().to(device=dev, dtype=torch.float32)
+        elif clean_pred is not None and self.clean_pred_ok:
+            clean = _as_long(clean_pred, n, "clean_pred", dev)
+            if n and int(clean.min()) < 0:
+                raise RobcurveError("clean_pred must hold class indices >= 0", fix="pass the model's predicted classes")
+        with eval_mode(model), frozen_parameters(model), torch.enable_grad():
+            if clean is None and not (self.fuses_clean_forward and n):
+                clean = batched_logits(f, x, bs)
+                ctr.forwards += 1
+            if clean is not None and clean.dim() == 2 and n:
+                self._check_classes(clean.shape[1], y, target)
             if n:
-                k = clean_logits.shape[1]
-                for t, what in ((y, "labels"), (target, "target")):
-                    if t is not None and (int(t.min()) < 0 or int(t.max()) >= k):
-                        raise RobcurveError(f"{what} must lie in [0, {k - 1}] for a model with {k} classes",
-                                            fix=f"check the {what} against the model's classes")
-            if n:
-                x_adv, logits_adv, extras = self._attack(f, x, y, target, clean_logits, bs, ctr)
+                x_adv, logits_adv, extras = self._attack(f, x, y, target, clean, bs, ctr)
             else:
-                x_adv, logits_adv, extras = x.clone(), clean_logits, {}
+                x_adv, logits_adv, extras = x.clone(), clean, {}
+            if clean is None:
+                clean = extras.pop("clean_logits")
             if logits_adv is None:
                 logits_adv = batched_logits(f, x_adv, bs)
                 ctr.forwards += 1
@@ -383,18 +450,19 @@ class Attack:
         delta = (x_adv - x).flatten(1).double()
         fwd, bwd = ctr.forwards.cpu(), ctr.backwards.cpu()
         params = dict(self.params)
-        params.update(batch_size=batch_size, device=str(dev), autocast=str(autocast) if autocast else False)
+        params.update(batch_size=batch_size, device=str(dev), autocast=str(autocast) if autocast else False,
+                      clean_from_caller=clean_logits is not None or (clean_pred is not None and self.clean_pred_ok))
         params.setdefault("queries_counted", "per sample")
         if self.targeted_ok:
             params["targeted"] = target is not None
         res = self.result_class(
             x_adv=x_adv.to(device=in_device, dtype=in_dtype),
-            success=is_success(logits_adv, y, target).cpu() if n else torch.zeros(0, dtype=torch.bool),
+            success=is_success(logits_adv, y, target).cpu() if n else torch.zeros(0, dtype=torch.bool),  # type: ignore[arg-type]
             l2=delta.norm(dim=1).cpu() if n else torch.zeros(0, dtype=torch.float64),
             linf=delta.abs().amax(dim=1).cpu() if n and delta.shape[1] else torch.zeros(n, dtype=torch.float64),
-            queries=fwd + bwd, clean_correct=(clean_logits.argmax(1) == y).cpu() if n else torch.zeros(0, dtype=torch.bool),
+            queries=fwd + bwd, clean_correct=(as_pred(clean) == y).cpu() if n else torch.zeros(0, dtype=torch.bool),  # type: ignore[arg-type]
             attack=self.name, params=params, labels=y.cpu(),
-            pred_adv=logits_adv.argmax(1).cpu() if n else torch.zeros(0, dtype=torch.long),
+            pred_adv=as_pred(logits_adv).cpu() if n else torch.zeros(0, dtype=torch.long),  # type: ignore[arg-type]
             forwards=fwd, backwards=bwd, target=None if target is None else target.cpu(),
             backend=self.backend, **{k: v.cpu() for k, v in extras.items()},
         )
@@ -438,10 +506,11 @@ def run_attack(name: str, model: nn.Module, x: Tensor, y: Tensor, *, backend: st
     """Run attack ``name`` (``ATTACKS``: 'pgd', 'deepfool', 'pgd-distance') on ``backend``.
 
     ``params`` are the attack's parameters (see its class), plus the call arguments
-    ``target=`` (targeted PGD) and ``autocast=``. Unknown names, backends or parameters raise
+    ``target=`` (targeted PGD), ``autocast=``, ``clean_logits=`` and ``clean_pred=`` (see
+    :meth:`Attack.__call__`). Unknown names, backends or parameters raise
     :class:`RobcurveError` naming what is accepted.
     """
     cls = attack_class(name, backend)
-    call_kw = {k: params.pop(k) for k in ("target", "autocast") if k in params}
+    call_kw = {k: params.pop(k) for k in ("target", "autocast", "clean_logits", "clean_pred") if k in params}
     _check_params(cls, params, f"attack {name!r} ({backend})")
     return cls(**params)(model, x, y, batch_size=batch_size, device=device, **call_kw)

@@ -38,5 +38,9 @@ class JumpOutAttack(Attack):
         ta = res.travel_after
         step = torch.where(ta.censored, torch.zeros_like(ta.eps), ta.eps + ta.tol).to(x.device, x.dtype)
         x_adv = (res.x_jump + step.view(-1, *([1] * (x.dim() - 1))) * res.direction_after).clamp(0, 1)
-        ctr.forwards += int(ta.n_forward + res.travel_before.n_forward) // max(len(y), 1)
+        tb = res.travel_before
+        if ta.forwards is not None and tb.forwards is not None:  # per sample: both travel searches
+            ctr.forwards += (ta.forwards + tb.forwards).to(ctr.forwards.device)
+        else:
+            ctr.forwards += int(ta.n_forward + tb.n_forward) // max(len(y), 1)
         return x_adv, None, {}

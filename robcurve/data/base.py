@@ -7,6 +7,7 @@ smaller one. The indices into the official split are kept with the samples.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -15,7 +16,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from robcurve.errors import RobcurveError
+from robcurve.errors import DataError, InputError, RobcurveError
 from robcurve.registry import Registry
 
 
@@ -81,20 +82,60 @@ def load_dataset(name: str, *, split: str = "test", n: int | None = None, seed: 
                  data_dir: str | os.PathLike | None = None, **kwargs) -> SampleSet:
     """Load ``n`` seeded samples of a registered dataset as tensors in [0, 1].
 
-    ``name`` may also be a corrupted view ``<dataset>-c:<corruption>:<severity>``.
+    ``name`` may also be a corrupted view ``<dataset>-c:<corruption>:<severity>``. The result
+    is checked (:func:`check_sampleset`): images (N, C, H, W) finite in [0, 1], one integer
+    label per image inside the dataset's classes.
     """
+    if not isinstance(name, str) or not name:
+        raise InputError(f"dataset name must be a non-empty string, got {name!r}", fix="e.g. fashion-mnist-embedded")
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int)):
+        raise InputError(f"n must be a whole number of samples, got {n!r}", fix="pass n=100, or n=None for the whole split")
     if "-c:" in name:
         from robcurve.data.corruptions import load_corrupted
 
-        return load_corrupted(name, split=split, n=n, seed=seed, data_dir=data_dir, **kwargs)
+        return check_sampleset(load_corrupted(name, split=split, n=n, seed=seed, data_dir=data_dir, **kwargs))
     spec = DATASETS.get(name)
     if split not in ("train", "test"):
         raise RobcurveError(f"unknown split {split!r}", fix="use 'train' or 'test'")
-    return spec.loader(split=split, n=n, seed=seed, data_dir=data_dir, **kwargs)
+    return check_sampleset(spec.loader(split=split, n=n, seed=seed, data_dir=data_dir, **kwargs))
+
+
+def check_sampleset(s: SampleSet) -> SampleSet:
+    """Refuse a SampleSet a measurement would silently mis-measure; return it unchanged.
+
+    Checks: images (N, C, H, W) floating point, finite, in [0, 1]; labels (N,) integers in
+    0..len(classes)-1 (when classes are named); indices (N,).
+    """
+    x, y = s.images, s.labels
+    where = s.source or s.name
+    if x.dim() != 4 or not x.is_floating_point():
+        raise DataError(f"dataset {s.name!r} gave images of shape {tuple(x.shape)} and type {x.dtype}, "
+                        "expected (N, C, H, W) floating point", where=where, fix="check the dataset files (or the reader plugin)")
+    if y.dim() != 1 or y.shape[0] != x.shape[0] or y.dtype in (torch.bool,) or y.is_floating_point():
+        raise DataError(f"dataset {s.name!r} gave labels of shape {tuple(y.shape)} and type {y.dtype} for {x.shape[0]} images, "
+                        "expected one integer per image", where=where, fix="check the dataset files (or the reader plugin)")
+    if x.numel():
+        lo, hi = float(x.min()), float(x.max())
+        if not (math.isfinite(lo) and math.isfinite(hi)) or lo < 0 or hi > 1:
+            raise DataError(f"dataset {s.name!r} gave pixel values in [{lo:g}, {hi:g}], expected finite values in [0, 1]",
+                            where=where, fix="images must be scaled to [0, 1] (divide bytes by 255)")
+    k = len(s.classes)
+    if y.numel() and k:
+        ymin, ymax = int(y.min()), int(y.max())
+        if ymin < 0 or ymax >= k:
+            raise DataError(f"dataset {s.name!r} has labels {ymin}..{ymax}, outside its {k} classes 0..{k - 1}",
+                            where=where, fix="check the label file: it does not belong to this dataset")
+    if s.labels.dtype != torch.int64:
+        s.labels = s.labels.long()
+    return s
 
 
 def check_dir(path: Path, dataset: str, expected: str, fix: str) -> Path:
+    """``path`` if it is an existing folder; DataError naming what it should hold otherwise."""
     if not path.exists():
-        raise RobcurveError(f"{dataset} data not found: {path} does not exist", where=str(path),
-                            fix=f"{fix}; it should hold {expected}")
+        raise DataError(f"{dataset} data not found: {path} does not exist", where=str(path),
+                        fix=f"{fix}; it should hold {expected}")
+    if not path.is_dir():
+        raise DataError(f"{dataset} data folder {path} is a file, not a folder", where=str(path),
+                        fix=f"{fix}; pass the folder that holds {expected}")
     return path

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gzip
 import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -40,8 +41,14 @@ def read_idx(path: Path, expect_dims: int) -> np.ndarray:
     except FileNotFoundError:
         raise RobcurveError(f"file not found: {path}", where=str(path.parent),
                             fix="install the Debian package dataset-fashion-mnist or pass --data-dir with the four IDX gz files") from None
-    except (OSError, EOFError) as e:
-        raise RobcurveError(f"cannot read {path}: {e}", where=str(path), fix="the file is corrupted; replace it with the official IDX gz file") from None
+    except IsADirectoryError:
+        raise RobcurveError(f"{path} is a folder, not an IDX file", where=str(path.parent),
+                            fix="pass --data-dir with the four IDX gz files") from None
+    except PermissionError:
+        raise RobcurveError(f"cannot read {path}: permission denied", where=str(path), fix="check the file's permissions") from None
+    except (OSError, EOFError, zlib.error) as e:
+        raise RobcurveError(f"cannot read {path}: {e or type(e).__name__}", where=str(path),
+                            fix="the file is corrupted; replace it with the official IDX gz file") from None
     if len(raw) < 4 + 4 * expect_dims:
         raise RobcurveError(f"{path} is too short to be an IDX file", where=str(path), fix="replace it with the official file")
     zero, dtype_code, ndim = raw[0] * 256 + raw[1], raw[2], raw[3]

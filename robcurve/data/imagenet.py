@@ -13,13 +13,17 @@ from pathlib import Path
 import torch
 
 from robcurve.data.base import DATASETS, DatasetSpec, SampleSet, check_dir, data_root, select
-from robcurve.errors import RobcurveError
+from robcurve.errors import RobcurveError, one_line
 
 EXTS = {".jpeg", ".jpg", ".png"}
 
 
 def list_images(d: Path) -> tuple[list[Path], list[int], list[str]]:
-    classes = sorted(p.name for p in d.iterdir() if p.is_dir())
+    try:
+        classes = sorted(p.name for p in d.iterdir() if p.is_dir())
+    except OSError as e:
+        raise RobcurveError(f"cannot list {d}: {e.strerror or type(e).__name__}", where=str(d),
+                            fix="point --data-dir at a readable folder with one folder per class") from None
     if not classes:
         raise RobcurveError(f"{d} has no class folders", where=str(d), fix="point --data-dir at the val folder with one folder per class (wnid)")
     files, labels = [], []
@@ -48,8 +52,9 @@ def load_imagenet(split: str = "test", n: int | None = None, seed: int = 0, data
             with Image.open(files[i]) as im:
                 im = im.convert("RGB")
                 t = TF.center_crop(TF.resize(TF.pil_to_tensor(im), resize, antialias=True), crop)
-        except (UnidentifiedImageError, OSError) as e:
-            raise RobcurveError(f"cannot decode image {files[i]}: {e}", where=str(files[i]), fix="remove or replace the file") from None
+        except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
+            raise RobcurveError(f"cannot decode image {files[i]}: {type(e).__name__}: {one_line(e, 200)}", where=str(files[i]),
+                                fix="remove or replace the file") from None
         xs.append(t.float().div_(255.0))
     y = torch.tensor([labels[i] for i in idx.tolist()], dtype=torch.long)
     return SampleSet(torch.stack(xs), y, idx.clone(), classes, "imagenet", "test", str(d), {"resize": resize, "crop": crop})

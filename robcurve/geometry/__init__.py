@@ -13,6 +13,7 @@ from robcurve.geometry.boundary import TravelDistance, travel_distance
 from robcurve.geometry.directions import directions, get_direction
 from robcurve.geometry.jumpout import JumpOut, jump_out
 from robcurve.geometry.layers import LayerProfile, LayerSpec, default_layers, layer_profile
+from robcurve.geometry import trajectory as _trajectory_module
 from robcurve.geometry.trajectory import (
     Curvature,
     SpaceCurvature,
@@ -20,8 +21,19 @@ from robcurve.geometry.trajectory import (
     curvature,
     eps_grid,
     local_turning_angle,
-    trajectory,
 )
+
+
+class _CallableModule(type(_trajectory_module)):
+    """``robcurve.geometry.trajectory`` is the module (``import robcurve.geometry.trajectory``
+    gives the module, not a function) and, called, the function :func:`trajectory`."""
+
+    def __call__(self, *args, **kwargs):  # noqa: ANN002, ANN003
+        return self.trajectory(*args, **kwargs)
+
+
+_trajectory_module.__class__ = _CallableModule
+trajectory = _trajectory_module
 
 __all__ = [
     "Curvature", "JumpOut", "LayerProfile", "LayerSpec", "SpaceCurvature", "Trajectory", "TravelDistance",

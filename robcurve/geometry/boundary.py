@@ -1,12 +1,22 @@
 """Travel distance to the decision boundary along a direction (METHOD.md §3).
 
 The travel distance of image x with label y along d is the smallest ε > 0 with
-argmax f(x + ε d) ≠ y. Search: forward in steps of h, many ε per batched forward, all samples
-advanced together (the ε's per sample and round double from 16, so a near boundary does not
-pay for a search up to eps_max), stopping once every sample has flipped; then bisection of the
-last step to ``tol``. The reported ε is the upper end of the final bracket: a point where the
-label has flipped, at most ``tol`` beyond the boundary. A flip region thinner than h can be
-stepped over.
+argmax f(x + ε d) ≠ y. The rule: the first point ε_k = min(k h, eps_max), k = 1, 2, …, of the
+grid of step h where the label has flipped, then bisection of (ε_{k−1}, ε_k] to ``tol``. The
+reported ε is the upper end of the final bracket: a point where the label has flipped, at
+most ``tol`` beyond the boundary. A flip region thinner than h can be stepped over (that is
+the rule, not the search).
+
+Search (all samples advanced together, many ε per batched forward): a coarse grid of stride
+``coarse`` (default 4) steps ahead of each sample's frontier, a few coarse points per round
+(at most half the coarse points scanned so far, so a near boundary does not pay for a search
+up to eps_max), while the same forwards evaluate the grid points of the cells behind the
+frontier: those are needed whatever comes, so the only speculative forwards are the coarse
+points beyond the first flip. Once a coarse point has flipped, one round evaluates the grid
+points left before it; since every grid point below the reported one is evaluated, the
+result is exactly the rule's first flip (an island of another class between two coarse points
+is found too). Forwards per image: the rule's minimum (1 + k + ⌈log2(h/tol)⌉) plus at most
+``coarse − 1`` and the speculative coarse points; ``TravelDistance.forwards`` counts them.
 
 Choices (METHOD.md is silent):
 * censored samples (no flip for ε <= eps_max) get ``eps = NaN`` and ``censored = True``;
@@ -43,6 +53,10 @@ class TravelDistance:
         flipped_to: (N,) class at ε = eps (−1 when censored).
         labels: (N,) y.
         h, tol, eps_max: search settings; n_forward: images forwarded in all.
+        forwards: (N,) int64, images forwarded for each sample (the clean forward, the search
+            and the bisection); the minimum for the rule is 1 + k + ⌈log2(h / tol)⌉ for a
+            sample whose first flipped grid point is k (1 + ⌈eps_max / h⌉ when censored, 1 when
+            misclassified).
     """
 
     eps: Tensor
@@ -56,6 +70,7 @@ class TravelDistance:
     tol: float
     eps_max: float
     n_forward: int = 0
+    forwards: Tensor | None = None
 
     @property
     def n_censored(self) -> int:
@@ -91,7 +106,8 @@ class TravelDistance:
         return df
 
 
-FIRST_ROUND_STEPS = 16  # ε's per sample in the first forward-search round (then doubling)
+COARSE = 4  # coarse stride of the forward search, in grid steps h
+GROWTH = 0.5  # coarse points ahead per round: at most this share of the coarse points scanned so far
 
 
 def _preds_at(model: RobcurveModel, x: Tensor, d: Tensor, rows: Tensor, eps: Tensor, chunk: int, clamp: bool) -> Tensor:
@@ -109,72 +125,126 @@ def _preds_at(model: RobcurveModel, x: Tensor, d: Tensor, rows: Tensor, eps: Ten
 
 
 def travel_distance(model: nn.Module, x: Tensor, y: Tensor, direction: Tensor, *, h: float = 1e-3,
-                    tol: float = 1e-6, eps_max: float = 1.0, chunk: int = 4096, clamp: bool = False,
-                    features_fn: FeaturesFn | None = None) -> TravelDistance:
+                    tol: float = 1e-6, eps_max: float = 1.0, chunk: int | str | None = None, clamp: bool = False,
+                    features_fn: FeaturesFn | None = None, coarse: int = COARSE) -> TravelDistance:
     """Smallest ε > 0 with argmax f(x + ε d) ≠ y, per sample (METHOD.md §3).
+
+    The rule: the first point of the grid ε_k = min(k h, eps_max), k = 1, 2, …, where the label
+    has flipped, then bisection of (ε_{k-1}, ε_k] to ``tol``. The search finds exactly that
+    point with few forwards (METHOD.md §3 has the argument): each round evaluates, for every
+    sample still searching, the grid points of the cells behind its frontier (every point
+    below the first flip must be evaluated anyway, so none of these is wasted) and the next
+    few points of a coarse grid of stride ``coarse`` ahead of it (the only speculative work:
+    at most ``GROWTH`` times the coarse points scanned so far). Once a coarse point has
+    flipped, one more round evaluates the cells before it; the first flipped grid point is
+    then known exactly, islands of another class between coarse points included.
 
     Args:
         model: module mapping images in [0, 1] to logits.
         x: images (N, C, H, W) in [0, 1]; y: labels (N,); direction: d like x.
-        h: forward-search step in ε (default 1e-3); tol: final bracket width (default 1e-6).
+        h: grid step in ε (default 1e-3); tol: final bracket width (default 1e-6).
         eps_max: search limit; no flip up to it means censored (eps = NaN).
-        chunk: images per forward. Each round of the forward search puts
-            min(chunk // n_active, 16·2^round) ε's per still-active sample into one batch.
+        chunk: images per forward at most; None or "auto": the batch size measured for this
+            model by :func:`robcurve.geometry.trajectory.trajectory` when there is one, else
+            the memory cap (:func:`robcurve.geometry.trajectory.memory_cap`).
         clamp: clamp inputs to [0, 1] (off by default).
+        coarse: stride of the coarse grid in steps of h (1: every grid point is coarse). The
+            result does not depend on it; the number of forwards does.
 
     Returns:
-        :class:`TravelDistance`.
+        :class:`TravelDistance` with per-sample ``forwards``.
     """
     if not (h > 0 and tol > 0 and eps_max > 0):
         raise RobcurveError(f"h, tol and eps_max must be > 0 (got {h}, {tol}, {eps_max})", where="travel_distance",
                             fix="e.g. h=1e-3, tol=1e-6, eps_max=1.0")
-    if int(chunk) < 1:
-        raise RobcurveError(f"chunk must be >= 1, got {chunk}", where="travel_distance", fix="e.g. chunk=4096")
-    chunk = int(chunk)
+    if isinstance(coarse, bool) or not isinstance(coarse, int) or coarse < 1:
+        raise RobcurveError(f"coarse must be an int >= 1, got {coarse!r}", where="travel_distance", fix="e.g. coarse=4")
     rob = as_robmodel(model, features_fn)
     x = check_images(x, "travel_distance").to(rob.device)
     d = check_direction(x, direction, "travel_distance(direction=...)")
     n = x.shape[0]
+    if chunk is None or chunk == "auto":
+        from robcurve.geometry.trajectory import cached_chunk_size
+
+        chunk = cached_chunk_size(rob, x) if n else 1
+    if int(chunk) < 1:
+        raise RobcurveError(f"chunk must be >= 1, got {chunk}", where="travel_distance", fix="e.g. chunk=4096")
+    chunk = int(chunk)
     y = torch.as_tensor(y).long().view(-1).cpu()
     if y.numel() != n:
         raise RobcurveError(f"y has {y.numel()} labels for {n} images", where="travel_distance", fix="pass one label per image")
 
     all_rows = torch.arange(n)
     pred0 = _preds_at(rob, x, d, all_rows, torch.zeros(n, dtype=torch.float64), chunk, clamp)
-    n_forward = n
+    forwards = torch.ones(n, dtype=torch.long)
     correct = pred0 == y
     n_steps = max(1, math.ceil(eps_max / h - 1e-9))
 
-    def grid(k: Tensor) -> Tensor:  # ε of forward-search step k (k = 0 .. n_steps)
+    def grid(k: Tensor) -> Tensor:  # ε of grid point k (k = 0 .. n_steps)
         return torch.clamp(k.to(torch.float64) * h, max=eps_max)
 
-    lo = torch.zeros(n, dtype=torch.float64)
-    hi = torch.full((n,), float("nan"), dtype=torch.float64)
+    # forward search, per sample: kstar = the first flipped grid index (0: none)
+    s = int(coarse)
+
+    def is_coarse(k: int) -> bool:
+        return k % s == 0 or k == n_steps
+
+    kstar = torch.zeros(n, dtype=torch.long)
     flipped_to = torch.full((n,), -1, dtype=torch.long)
-    active = correct.clone()
-    k0, grow = 1, FIRST_ROUND_STEPS
-    while active.any() and k0 <= n_steps:
-        ids = active.nonzero().flatten()
-        # ε's per sample in this forward: as many as the chunk holds, but at most `grow`, which
-        # doubles each round, so a near boundary does not pay for a search up to eps_max
-        m = min(max(1, chunk // ids.numel()), grow, n_steps - k0 + 1)
-        grow *= 2
-        ks = torch.arange(k0, k0 + m)
-        rows = ids.repeat_interleave(m)
-        eps = grid(ks).repeat(ids.numel())
-        p = _preds_at(rob, x, d, rows, eps, chunk, clamp).view(ids.numel(), m)
-        n_forward += rows.numel()
-        flip = p != y[ids].view(-1, 1)
-        has = flip.any(1)
-        first = flip.int().argmax(1)
-        f_ids = ids[has]
-        kf = ks[first[has]]
-        hi[f_ids] = grid(kf)
-        lo[f_ids] = grid(kf - 1)
-        flipped_to[f_ids] = p[has, first[has]]
-        active[f_ids] = False
-        k0 += m
-    censored = active  # correct, never flipped up to eps_max
+    filled = [0] * n  # grid points 1..filled[i] are evaluated, none flipped
+    frontier = [0] * n  # coarse points <= frontier[i] are evaluated, none flipped (frontier >= filled)
+    upper = [0] * n  # the first flipped coarse point found (0: none yet)
+    searching = set(correct.nonzero().flatten().tolist())
+    while searching:
+        rows_l: list[int] = []
+        ks_l: list[int] = []
+        segs: list[tuple[int, int, int, int]] = []  # (sample, start, fill count, ahead count)
+        for i in sorted(searching):
+            # fill: every unevaluated grid point below the flipped coarse point, or below the
+            # frontier; each is needed whatever comes (the first flip lies there, or all of
+            # them must be checked unflipped)
+            fill = [k for k in range(filled[i] + 1, upper[i] or frontier[i]) if not is_coarse(k)]
+            ahead: list[int] = []  # the speculative part: the next coarse points
+            if not upper[i]:
+                k, m = frontier[i], max(1, int(GROWTH * (frontier[i] // s)))
+                while len(ahead) < m and k < n_steps:
+                    k = min(k + s - k % s, n_steps)
+                    ahead.append(k)
+            segs.append((i, len(ks_l), len(fill), len(ahead)))
+            rows_l += [i] * (len(fill) + len(ahead))
+            ks_l += fill + ahead
+        rows = torch.tensor(rows_l, dtype=torch.long)
+        p_t = _preds_at(rob, x, d, rows, grid(torch.tensor(ks_l, dtype=torch.long)), chunk, clamp)
+        forwards += torch.bincount(rows, minlength=n)
+        flip = (p_t != y[rows]).tolist()
+        p_l = p_t.tolist()
+        for i, a, nf, na in segs:
+            hit = next((j for j in range(a, a + nf) if flip[j]), None)
+            if hit is not None:  # the first flip is a filled point (before the coarse flip, or an island)
+                kstar[i], flipped_to[i] = ks_l[hit], p_l[hit]
+                searching.discard(i)
+                continue
+            if upper[i]:  # every grid point below the flipped coarse point is unflipped
+                kstar[i] = upper[i]
+                searching.discard(i)
+                continue
+            filled[i] = frontier[i]
+            hit = next((j for j in range(a + nf, a + nf + na) if flip[j]), None)
+            if hit is None:
+                frontier[i] = ks_l[a + nf + na - 1] if na else frontier[i]
+            else:
+                frontier[i] = ks_l[hit - 1] if hit > a + nf else frontier[i]
+                upper[i], flipped_to[i] = ks_l[hit], p_l[hit]
+            end_k = upper[i] or frontier[i]
+            left = any(not is_coarse(k) for k in range(filled[i] + 1, end_k))
+            if upper[i] and not left:  # nothing between: the flipped coarse point is the first flip
+                kstar[i] = upper[i]
+                searching.discard(i)
+            elif not upper[i] and frontier[i] >= n_steps and not left:
+                searching.discard(i)  # censored: every grid point evaluated, none flipped
+    censored = correct & (kstar == 0)
+    lo = torch.where(kstar > 0, grid((kstar - 1).clamp_min(0)), torch.zeros(n, dtype=torch.float64))
+    hi = torch.where(kstar > 0, grid(kstar), torch.full((n,), float("nan"), dtype=torch.float64))
 
     # bisection of (lo, hi] for the flipped samples, all in lockstep
     fl = (correct & ~censored).nonzero().flatten()
@@ -184,16 +254,16 @@ def travel_distance(model: nn.Module, x: Tensor, y: Tensor, direction: Tensor, *
         for _ in range(iters):
             mid = (lo[fl] + hi[fl]) / 2
             p = _preds_at(rob, x, d, fl, mid, chunk, clamp)
-            n_forward += fl.numel()
+            forwards[fl] += 1
             fmid = p != y[fl]
             hi[fl] = torch.where(fmid, mid, hi[fl])
             lo[fl] = torch.where(fmid, lo[fl], mid)
             flipped_to[fl] = torch.where(fmid, p, flipped_to[fl])
 
     eps_out = torch.where(correct, hi, torch.zeros(n, dtype=torch.float64))
-    flipped_to = torch.where(correct, flipped_to, pred0)
+    flipped_to = torch.where(correct & ~censored, flipped_to, torch.where(correct, -1, pred0))
     dflat = d.detach().flatten(1).to(torch.float64).cpu()
     linf = eps_out * dflat.abs().amax(1)
     l2 = eps_out * dflat.norm(dim=1)
     return TravelDistance(eps_out, linf, l2, censored, correct, flipped_to, y, float(h), float(tol), float(eps_max),
-                          int(n_forward))
+                          int(forwards.sum()), forwards)

@@ -79,6 +79,31 @@ class JumpOut:
     x_jump: Tensor | None = None  # (N, C, H, W) x' = x + η u
     direction_after: Tensor | None = None  # (N, C, H, W) d' (d with keep_direction)
 
+    def summary(self) -> Any:
+        """Per-model aggregates (correct samples, censored-before left out): medians of curvedness and
+        travel before/after, median shortcut ratio, share below 1, jump flips; a one-row DataFrame."""
+        import numpy as np
+        import pandas as pd
+
+        df = self.to_dataframe()
+        ok = df["correct"].to_numpy(bool) & ~df["censored_before"].to_numpy(bool)
+        sr = df["shortcut_ratio"].to_numpy(float)[ok]
+        sr = sr[np.isfinite(sr)]
+
+        def med(c: str) -> float:
+            v = df[c].to_numpy(float)[ok]
+            v = v[np.isfinite(v)]
+            return float(np.median(v)) if v.size else float("nan")
+
+        return pd.DataFrame([{"n": len(df), "n_used": int(ok.sum()), "eta": self.eta, "jump": self.jump,
+                              "keep_direction": self.keep_direction,
+                              "curvedness_before_median": med("curvedness_before"),
+                              "curvedness_after_median": med("curvedness_after"),
+                              "eps_before_median": med("eps_before"), "eps_after_median": med("eps_after"),
+                              "shortcut_ratio_median": float(np.median(sr)) if sr.size else float("nan"),
+                              "shortcut_below_1": float((sr < 1).mean()) if sr.size else float("nan"),
+                              "jump_flipped": int(df["jump_flipped"].sum())}])
+
     def to_dataframe(self) -> Any:
         """One row per sample with before/after columns; ``df.attrs`` holds the settings."""
         import pandas as pd

@@ -8,10 +8,11 @@ Sources: ``timm:<arch>``, ``robustbench:<name>``, ``zoo:<name>[@epoch]``, ``file
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import torch
 
-from robcurve.errors import RobcurveError
+from robcurve.errors import RobcurveError, one_line
 from robcurve.models.wrapper import ModelInfo, RobcurveModel, as_robmodel
 from robcurve.registry import Registry
 
@@ -30,7 +31,7 @@ ALIASES: dict[str, dict[str, str]] = {
         "resnet18": "zoo:resnet-fmnist", "resnet": "zoo:resnet-fmnist", "convnext": "zoo:convnext-fmnist",
         "vit_small_at": "zoo:vit-fmnist-at", "resnet18_at": "zoo:resnet-fmnist-at",
     },
-    "cifar10": {
+    "cifar10": {  # RobustBench's L-inf leaderboard; other threat models: THREAT_ALIASES
         "standard": "robustbench:Standard", "resnet18": "robustbench:Addepalli2022Efficient_RN18",
         "vit_small": "robustbench:Debenedetti2022Light_XCiT-S12",
     },
@@ -38,6 +39,14 @@ ALIASES: dict[str, dict[str, str]] = {
         "vit_small": "timm:vit_small_patch16_224", "vit_base": "timm:vit_base_patch16_224",
         "swin_tiny": "timm:swin_tiny_patch4_window7_224", "resnet18": "timm:resnet18", "resnet50": "timm:resnet50",
     },
+}
+
+
+# (dataset, threat model) -> alias -> spec, or None where RobustBench has no such model for
+# that threat model; overrides ALIASES (whose CIFAR-10 entries are L-inf models).
+THREAT_ALIASES: dict[tuple[str, str], dict[str, str | None]] = {
+    ("cifar10", "L2"): {"resnet18": "robustbench:Sehwag2021Proxy_R18", "vit_small": None},
+    ("cifar10", "corruptions"): {"resnet18": "robustbench:Modas2021PRIMEResNet18", "vit_small": None},
 }
 
 
@@ -49,11 +58,22 @@ def dataset_family(dataset: str) -> str:
     return base
 
 
-def resolve_spec(spec: str, dataset: str = "fashion-mnist") -> str:
-    """Turn an alias into a ``source:name`` spec for ``dataset``; pass full specs through."""
+def resolve_spec(spec: str, dataset: str = "fashion-mnist", threat_model: str = "Linf") -> str:
+    """Turn an alias into a ``source:name`` spec for ``dataset`` and ``threat_model``; pass full specs through."""
+    if not isinstance(spec, str) or not spec.strip():
+        raise RobcurveError(f"model spec must be a non-empty string, got {spec!r}", fix="e.g. vit_small or zoo:vit-fmnist")
     if ":" in spec:
         return spec
-    table = ALIASES.get(dataset_family(dataset), {})
+    fam = dataset_family(dataset)
+    over = THREAT_ALIASES.get((fam, threat_model), {})
+    if spec in over:
+        if over[spec] is None:
+            have = {a: t for a, t in over.items() if t} | {a: t for a, t in ALIASES.get(fam, {}).items() if a not in over}
+            raise RobcurveError(f"alias {spec!r} has no model for {fam} under threat model {threat_model} "
+                                f"(RobustBench lists none of that architecture there)",
+                                fix=f"use one of {', '.join(sorted(have))} or a spec robustbench:<name> of the {fam}/{threat_model} leaderboard")
+        return over[spec]  # type: ignore[return-value]
+    table = ALIASES.get(fam, {})
     if spec in table:
         return table[spec]
     import difflib
@@ -67,15 +87,21 @@ def resolve_spec(spec: str, dataset: str = "fashion-mnist") -> str:
 
 def load_model(spec: str, *, dataset: str = "fashion-mnist", threat_model: str = "Linf", weights: str | None = None,
                model_dir: str | None = None, device: str | torch.device = "cpu", dtype: torch.dtype | None = None,
-               verbose: bool = False, **kwargs) -> RobcurveModel:
+               verbose: bool = False, model_kwargs: dict[str, Any] | None = None, **kwargs) -> RobcurveModel:
     """Load a model in the RobcurveModel contract ([0, 1] input, normalisation inside, eval mode).
 
     Args:
-        spec: ``source:name`` or an alias resolved for ``dataset``.
+        spec: ``source:name`` or an alias resolved for ``dataset`` and ``threat_model``.
         weights: weights file for ``timm:`` (or ``"random"``).
         model_dir: RobustBench model dir for ``robustbench:``.
+        model_kwargs: constructor arguments for ``timm:`` and ``file:`` models (timm
+            ``create_model`` kwargs such as ``in_chans``); refused for the other sources.
     """
-    full = resolve_spec(spec, dataset)
+    if model_kwargs is not None and not isinstance(model_kwargs, dict):
+        raise RobcurveError(f"model_kwargs must be a mapping, got {type(model_kwargs).__name__}", fix='e.g. {"in_chans": 1}')
+    arch = kwargs.pop("arch", None)  # file: models may name their architecture instead of a sidecar
+    model_kwargs = {**(model_kwargs or {}), **kwargs}
+    full = resolve_spec(spec, dataset, threat_model)
     if verbose and full != spec:
         print(f"model {spec!r} resolved to {full!r} for dataset {dataset!r}", file=sys.stderr)
     source, _, name = full.partition(":")
@@ -84,8 +110,11 @@ def load_model(spec: str, *, dataset: str = "fashion-mnist", threat_model: str =
     if not name:
         raise RobcurveError(f"model spec {full!r} has no name after '{source}:'", fix=f"write {source}:<name>")
     loader = SOURCES.get(source)
+    if model_kwargs and source not in ("timm", "file"):
+        raise RobcurveError(f"model arguments {model_kwargs} were given for a {source}: model, which takes none",
+                            fix="drop --model-kwargs (it serves timm: and file: models)")
     if source == "timm":
-        model = loader(name, weights=weights, **kwargs)
+        model = loader(name, weights=weights, **model_kwargs)
     elif source == "robustbench":
         model = loader(name, dataset=dataset, threat_model=threat_model, model_dir=model_dir)
     elif source == "zoo":
@@ -94,15 +123,19 @@ def load_model(spec: str, *, dataset: str = "fashion-mnist", threat_model: str =
             raise RobcurveError(f"bad epoch {ep!r} in {full!r}", fix="write zoo:<name>@<epoch number>")
         model = loader(base, epoch=int(ep) if ep else None)
     elif source == "file":
-        model = loader(name, **kwargs)
+        model = loader(name, arch=arch, model_kwargs=model_kwargs)
     else:
         model = loader(name)
     if spec != full:
         model.info.extra["alias"] = spec
-    model = model.to(device)
+    try:
+        model = model.to(device)
+    except (RuntimeError, AssertionError, TypeError, ValueError) as e:
+        raise RobcurveError(f"cannot move the model to device {str(device)!r}: {one_line(e, 160)}",
+                            fix="use device cpu, or cuda / cuda:N on a machine with a CUDA GPU") from None
     if dtype is not None:
         model = model.to(dtype)
     return model.eval()
 
 
-__all__ = ["ALIASES", "SOURCES", "ModelInfo", "RobcurveModel", "as_robmodel", "load_model", "resolve_spec"]
+__all__ = ["ALIASES", "SOURCES", "THREAT_ALIASES", "ModelInfo", "RobcurveModel", "as_robmodel", "load_model", "resolve_spec"]

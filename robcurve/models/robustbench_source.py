@@ -65,9 +65,16 @@ def load_robustbench(name: str, dataset: str = "cifar10", threat_model: str = "L
     if name not in zoo:
         import difflib
 
+        elsewhere = [t.value for t, z in model_dicts[BenchmarkDataset(dataset)].items() if name in z]
+        if elsewhere:
+            raise RobcurveError(f"RobustBench has robustbench:{name} for {dataset} only under threat model(s) "
+                                f"{', '.join(elsewhere)}, not {threat_model}",
+                                fix=f"use --threat-model {elsewhere[0]}, or a {dataset}/{threat_model} model "
+                                    "(https://robustbench.github.io lists them)")
         close = difflib.get_close_matches(name, list(zoo), n=3)
         raise RobcurveError(f"RobustBench has no model {name!r} for {dataset}/{threat_model}"
-                            + (f"; did you mean {', '.join(close)}?" if close else ""),
+                            + (f"; did you mean {', '.join(close)}?" if close else "")
+                            + " (the installed robustbench may predate it)",
                             fix="see https://robustbench.github.io for the model names")
     path = checkpoint_path(name, dataset, threat_model, model_dir)
     if not path.is_file():

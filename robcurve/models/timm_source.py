@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
-from robcurve.errors import RobcurveError
+import torch
+from torch import nn
+
+from robcurve.errors import ModelError, RobcurveError, one_line
 from robcurve.models.common import guess_family, load_into, read_state_dict, sha256_file
 from robcurve.models.wrapper import ModelInfo, RobcurveModel
 
@@ -42,8 +46,53 @@ def _classifier_key(net) -> str | None:
     return None
 
 
+def _stem_key(net: nn.Module) -> tuple[str, int] | None:
+    """(state-dict key of the first Conv2d's weight, its in_channels): the layer that sees the image."""
+    for name, mod in net.named_modules():
+        if isinstance(mod, nn.Conv2d) and name:
+            return name + ".weight", mod.in_channels
+    return None
+
+
+def create(name: str, **kwargs: Any) -> nn.Module:
+    """``timm.create_model(name, pretrained=False, **kwargs)``; a bad argument becomes one ModelError."""
+    import timm
+
+    try:
+        return timm.create_model(name, pretrained=False, **kwargs)
+    except (TypeError, ValueError, AssertionError, KeyError, RuntimeError, AttributeError) as e:
+        shown = ", ".join(f"{k}={v!r}" for k, v in kwargs.items()) or "no arguments"
+        raise ModelError(f"timm cannot build {name!r} with {shown}: {type(e).__name__}: {one_line(e, 200) or 'no message'}",
+                         fix="check the model arguments (--model-kwargs / the sidecar's kwargs) against the timm model's signature") from None
+
+
+def infer_kwargs(net: nn.Module, sd: dict[str, torch.Tensor], given: dict[str, Any]) -> dict[str, Any]:
+    """Constructor arguments the checkpoint implies but ``given`` does not set: num_classes, in_chans.
+
+    ``num_classes`` is the row count of the classifier weight; ``in_chans`` the input-channel
+    count of the first convolution's weight (the patch embedding of a ViT, the stem of a CNN).
+    """
+    out: dict[str, Any] = {}
+    if "num_classes" not in given and hasattr(net, "get_classifier"):
+        key = _classifier_key(net)
+        if key and key in sd and sd[key].dim() >= 1 and sd[key].shape[0] != getattr(net, "num_classes", None):
+            out["num_classes"] = int(sd[key].shape[0])
+    stem = _stem_key(net)
+    if "in_chans" not in given and stem:
+        key, c = stem
+        if key in sd and sd[key].dim() == 4 and sd[key].shape[1] != c:
+            out["in_chans"] = int(sd[key].shape[1])
+    return out
+
+
 def load_timm(name: str, weights: str | None = None, num_classes: int | None = None, in_chans: int | None = None,
-              **kwargs) -> RobcurveModel:
+              **kwargs: Any) -> RobcurveModel:
+    """A timm architecture with local weights, in the RobcurveModel contract.
+
+    ``num_classes``/``in_chans`` and any other ``kwargs`` go to ``timm.create_model``; when
+    not given, ``num_classes`` and ``in_chans`` are read from the checkpoint (classifier rows,
+    first convolution's input channels), so a 1-channel or 10-class fine-tune loads as is.
+    """
     import timm
 
     if not timm.is_model(name):
@@ -57,7 +106,7 @@ def load_timm(name: str, weights: str | None = None, num_classes: int | None = N
         create_kw["in_chans"] = in_chans
     if num_classes:
         create_kw["num_classes"] = num_classes
-    net = timm.create_model(name, pretrained=False, **create_kw)
+    net = create(name, **create_kw)
     cfg = net.pretrained_cfg or {}
     source = None
     if weights == "random":
@@ -74,20 +123,20 @@ def load_timm(name: str, weights: str | None = None, num_classes: int | None = N
                                     fix=f"pass --weights FILE (safetensors or .pth), put the Hugging Face checkpoint in {where}, "
                                         "or use --weights random for a random initialisation")
         sd = read_state_dict(path)
-        key = _classifier_key(net)
-        if key and key in sd and num_classes is None and sd[key].shape[0] != net.num_classes:
-            # a fine-tuned checkpoint: rebuild with its number of classes
-            create_kw["num_classes"] = int(sd[key].shape[0])
-            net = timm.create_model(name, pretrained=False, **create_kw)
-        load_into(net, sd, str(path), f"timm:{name}")
+        implied = infer_kwargs(net, sd, create_kw)
+        if implied:  # a fine-tuned checkpoint (other classes or input channels): rebuild to fit it
+            create_kw.update(implied)
+            net = create(name, **create_kw)
+        load_into(net, sd, str(path), f"timm:{name}" + (f" with {create_kw}" if create_kw else ""))
         source = str(path)
-    mean = cfg.get("mean", (0.485, 0.456, 0.406))
-    std = cfg.get("std", (0.229, 0.224, 0.225))
-    c = create_kw.get("in_chans", 3)
+    mean = tuple(cfg.get("mean", (0.485, 0.456, 0.406)))
+    std = tuple(cfg.get("std", (0.229, 0.224, 0.225)))
+    c = int(create_kw.get("in_chans", 3))
     if len(mean) != c:
         mean, std = (sum(mean) / len(mean),) * c, (sum(std) / len(std),) * c
     size = tuple(cfg.get("input_size", (c, 224, 224)))
     info = ModelInfo(spec=f"timm:{name}", source="timm", name=name, arch=name, family=guess_family(net),
                      num_classes=net.num_classes, input_size=(c, size[1], size[2]), weights=source,
-                     weights_sha256=sha256_file(source) if sd is not None else None)
+                     weights_sha256=sha256_file(source) if sd is not None else None,
+                     extra={"kwargs": create_kw} if create_kw else {})
     return RobcurveModel(net, mean, std, info=info)

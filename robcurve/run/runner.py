@@ -4,32 +4,39 @@ Results are written per (batch, measurement) to the run's SQLite store as they a
 produced; a batch's measurement that is already stored is skipped, so an interrupted run
 continues where it stopped. Every random choice is seeded from the config seed and the
 batch's first sample, so a resumed run computes exactly what an uninterrupted one does.
+The measurements come from the registry in :mod:`robcurve.run.measures`.
+
+Order of work: the config is validated, the model and data are loaded and the model's
+output is checked on the first samples *before* the run folder is created or touched
+(``--fresh`` discards old results only then); the folder is locked for the run, so a second
+process on the same folder is refused with the holder's pid.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
-from torch import Tensor
 from tqdm.auto import tqdm
 
 import robcurve
 from robcurve.data.base import SampleSet, load_dataset
+from robcurve.errors import RobcurveError
 from robcurve.models import load_model, resolve_spec
 from robcurve.models.wrapper import RobcurveModel
 from robcurve.run.config import RunConfig
-from robcurve.run.store import Store
+from robcurve.run.measures import MEASUREMENTS, Context
+from robcurve.run.store import Store, atomic_write_text, run_lock
 
 CODE_VERSION = robcurve.__version__
+OUTPUTS = ("entry.json", "samples.csv", "summary.md", "summary.csv", "summary.json")
 
 
 def slug(text: str) -> str:
@@ -43,181 +50,6 @@ def default_out(cfg: RunConfig) -> Path:
 
 
 @dataclass
-class Context:
-    cfg: RunConfig
-    model: RobcurveModel
-    data: SampleSet
-    device: torch.device
-    cache: dict[str, Any] = field(default_factory=dict)
-
-    def batch_seed(self, start: int) -> int:
-        return self.cfg.seed * 1_000_003 + start
-
-
-# -- per-batch measurements ----------------------------------------------------------------
-Measure = Callable[[Context, int, Tensor, Tensor, Tensor], list[dict]]
-MEASURES: dict[str, Measure] = {}
-
-
-def measure(name: str):
-    def deco(fn: Measure) -> Measure:
-        MEASURES[name] = fn
-        return fn
-
-    return deco
-
-
-def _prob_fields(logits: Tensor, y: Tensor) -> list[dict]:
-    """Per sample: pred, correct, confidence, NLL, Brier and the probability row."""
-    logp = F.log_softmax(logits.double(), dim=1)
-    p = logp.exp()
-    conf, pred = p.max(1)
-    onehot = F.one_hot(y, p.shape[1]).double()
-    brier = ((p - onehot) ** 2).sum(1)
-    nll = -logp.gather(1, y[:, None]).squeeze(1)
-    rows = []
-    for i in range(len(y)):
-        rows.append({"pred": int(pred[i]), "correct": bool(pred[i] == y[i]), "conf": float(conf[i]), "nll": float(nll[i]),
-                     "brier": float(brier[i]), "probs": [round(float(v), 7) for v in p[i]]})
-    return rows
-
-
-@torch.no_grad()
-def _logits(model: RobcurveModel, x: Tensor, bs: int = 512) -> Tensor:
-    return torch.cat([model(x[s : s + bs]) for s in range(0, len(x), bs)]).cpu()
-
-
-@measure("clean")
-def m_clean(ctx: Context, start: int, x: Tensor, y: Tensor, split_idx: Tensor) -> list[dict]:
-    return _prob_fields(_logits(ctx.model, x), y.cpu())
-
-
-def _direction(ctx: Context, start: int, x: Tensor, y: Tensor) -> Tensor:
-    key = f"dir:{start}"
-    if key not in ctx.cache:
-        from robcurve.geometry import get_direction
-
-        ctx.cache.clear()
-        ctx.cache[key] = get_direction(ctx.model, x, y, kind=ctx.cfg.direction.kind, seed=ctx.batch_seed(start),
-                                       **ctx.cfg.direction_options())
-    return ctx.cache[key]
-
-
-def _records(df) -> list[dict]:
-    drop = {"sample", "label"}
-    return [{k: (v.item() if hasattr(v, "item") else v) for k, v in row.items() if k not in drop}
-            for row in df.to_dict(orient="records")]
-
-
-@measure("trajectory")
-def m_trajectory(ctx: Context, start: int, x: Tensor, y: Tensor, split_idx: Tensor) -> list[dict]:
-    from robcurve.geometry import curvature, trajectory
-
-    t = ctx.cfg.trajectory
-    d = _direction(ctx, start, x, y)
-    traj = trajectory(ctx.model, x, d, T=t.T, E=t.E, clamp=ctx.cfg.direction.clamp, y=y, chunk_size=t.chunk_size)
-    cur = curvature(traj, region=t.region, ladder=tuple(t.ladder))
-    return _records(cur.to_dataframe())
-
-
-@measure("travel")
-def m_travel(ctx: Context, start: int, x: Tensor, y: Tensor, split_idx: Tensor) -> list[dict]:
-    from robcurve.geometry import travel_distance
-
-    t = ctx.cfg.travel
-    d = _direction(ctx, start, x, y)
-    res = travel_distance(ctx.model, x, y, d, h=t.h, tol=t.tol, eps_max=t.eps_max, clamp=ctx.cfg.direction.clamp)
-    return _records(res.to_dataframe())
-
-
-def _attack_rows(res, y: Tensor) -> list[dict]:
-    out = []
-    for i in range(len(y)):
-        out.append({"success": bool(res.success[i]), "l2": float(res.l2[i]), "linf": float(res.linf[i]),
-                    "queries": int(res.queries[i]), "clean_correct": bool(res.clean_correct[i]),
-                    "pred_adv": int(res.pred_adv[i])})
-    return out
-
-
-def _pgd(ctx: Context, start: int, x: Tensor, y: Tensor, eps: float):
-    """PGD at budget ``eps`` with the run's settings, backend and batch seed."""
-    from robcurve.attacks import run_attack
-
-    p = ctx.cfg.pgd
-    return run_attack("pgd", ctx.model, x, y, backend=ctx.cfg.attack_backend, eps=eps, norm=p.norm, steps=p.steps,
-                      step_size=p.step_size, random_start=p.random_start, restarts=p.restarts, seed=ctx.batch_seed(start))
-
-
-@measure("pgd")
-def m_pgd(ctx: Context, start: int, x: Tensor, y: Tensor, split_idx: Tensor) -> list[dict]:
-    res = _pgd(ctx, start, x, y, ctx.cfg.pgd_eps())
-    rows = _attack_rows(res, y)
-    for r, q in zip(rows, _prob_fields(_logits(ctx.model, res.x_adv), y.cpu()), strict=True):
-        r.update({"adv_" + k: v for k, v in q.items()})
-    return rows
-
-
-@measure("adv_calibration")
-def m_adv_calibration(ctx: Context, start: int, x: Tensor, y: Tensor, split_idx: Tensor) -> list[dict]:
-    """Calibration on PGD examples at each extra budget (pgd.budgets)."""
-    rows: list[dict] = [{} for _ in range(len(y))]
-    for b in ctx.cfg.pgd.budgets:
-        res = _pgd(ctx, start, x, y, b)
-        for r, q in zip(rows, _prob_fields(_logits(ctx.model, res.x_adv), y.cpu()), strict=True):
-            r[f"{b:g}"] = q
-    return rows
-
-
-@measure("pgd_distance")
-def m_pgd_distance(ctx: Context, start: int, x: Tensor, y: Tensor, split_idx: Tensor) -> list[dict]:
-    from robcurve.attacks import pgd_distance
-
-    p, pd_ = ctx.cfg.pgd, ctx.cfg.pgd_distance
-    res = pgd_distance(ctx.model, x, y, norm=p.norm, hi=pd_.hi, bisection_steps=pd_.bisection_steps, steps=pd_.steps,
-                       seed=ctx.batch_seed(start))
-    # budget is inf where censored; the store writes non-finite numbers as null
-    return [{"budget": float(res.budget[i]), "censored": bool(res.censored[i]), "clean_correct": bool(res.clean_correct[i])}
-            for i in range(len(y))]
-
-
-@measure("deepfool")
-def m_deepfool(ctx: Context, start: int, x: Tensor, y: Tensor, split_idx: Tensor) -> list[dict]:
-    from robcurve.attacks import run_attack
-
-    c = ctx.cfg.deepfool
-    res = run_attack("deepfool", ctx.model, x, y, backend=ctx.cfg.attack_backend, norm=c.norm, steps=c.steps,
-                     overshoot=c.overshoot, candidates=c.candidates)
-    return _attack_rows(res, y)
-
-
-@measure("jumpout")
-def m_jumpout(ctx: Context, start: int, x: Tensor, y: Tensor, split_idx: Tensor) -> list[dict]:
-    from robcurve.geometry import jump_out
-
-    j, t, tr = ctx.cfg.jumpout, ctx.cfg.trajectory, ctx.cfg.travel
-    res = jump_out(ctx.model, x, y, eta=j.eta, jump=j.jump, direction=ctx.cfg.direction.kind,
-                   keep_direction=j.keep_direction, seed=ctx.batch_seed(start), T=t.T, E=t.E, region=t.region,
-                   ladder=tuple(t.ladder), h=tr.h, tol=tr.tol, eps_max=tr.eps_max, chunk_size=t.chunk_size,
-                   clamp=ctx.cfg.direction.clamp, direction_options=ctx.cfg.direction_options())
-    return _records(res.to_dataframe())
-
-
-@measure("corruptions")
-def m_corruptions(ctx: Context, start: int, x: Tensor, y: Tensor, split_idx: Tensor) -> list[dict]:
-    from robcurve.data.corruptions import corrupt
-
-    c = ctx.cfg.calibration
-    rows: list[dict] = [{} for _ in range(len(y))]
-    for name in c.corruptions:
-        for sev in c.severities:
-            xc = corrupt(x.cpu(), name, sev, seed=ctx.cfg.seed, sample_seeds=split_idx.cpu()).to(x.device)
-            for r, q in zip(rows, _prob_fields(_logits(ctx.model, xc), y.cpu()), strict=True):
-                r[f"{name}:{sev}"] = q
-    return rows
-
-
-# -- the run ---------------------------------------------------------------------------------
-@dataclass
 class RunResult:
     out: Path
     store_path: Path
@@ -229,44 +61,160 @@ class RunResult:
     elapsed_s: float
 
 
-def prepare(cfg: RunConfig, verbose: bool = True) -> tuple[RobcurveModel, SampleSet, torch.device]:
-    device = torch.device(cfg.device)
+def _device(name: str) -> torch.device:
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise RobcurveError(f"unknown device {name!r}", fix="use cpu, cuda, cuda:N or mps") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        from robcurve.errors import RobcurveError
+        raise RobcurveError(f"--device {name} was asked for but no CUDA device is available", fix="use --device cpu")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise RobcurveError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)",
+                            fix=f"use cuda:0 … cuda:{torch.cuda.device_count() - 1}")
+    if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise RobcurveError(f"--device {name} was asked for but MPS is not available", fix="use --device cpu")
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise RobcurveError(f"unsupported device {name!r}", fix="use cpu, cuda, cuda:N or mps")
+    return device
 
-        raise RobcurveError("--device cuda was asked for but no CUDA device is available", fix="use --device cpu")
-    spec = resolve_spec(cfg.model, cfg.dataset)
+
+def prepare(cfg: RunConfig, verbose: bool = True) -> tuple[RobcurveModel, SampleSet, torch.device]:
+    """Resolve and load the model and data, and check the model's output: all before any file is touched."""
+    device = _device(cfg.device)
+    spec = resolve_spec(cfg.model, cfg.dataset, cfg.threat_model)
     if verbose and spec != cfg.model:
         print(f"robcurve: model {cfg.model!r} resolved to {spec!r} for dataset {cfg.dataset!r}", file=sys.stderr)
+    kwargs = {"model_kwargs": cfg.model_kwargs} if cfg.model_kwargs else {}
     model = load_model(spec, dataset=cfg.dataset.split("-c:")[0], threat_model=cfg.threat_model, weights=cfg.weights,
                        model_dir=cfg.model_dir, device=device,
-                       dtype=torch.float64 if cfg.dtype == "float64" else None)
+                       dtype=torch.float64 if cfg.dtype == "float64" else None, **kwargs)
     if spec != cfg.model:
         model.info.extra["alias"] = cfg.model
     data = load_dataset(cfg.dataset, split=cfg.split, n=cfg.n, seed=cfg.seed, data_dir=cfg.data_dir)
+    from robcurve.validate import check_model_on_data
+
+    check_model_on_data(model, data.images, data.labels, dataset=cfg.dataset)
     return model, data, device
+
+
+def _check_out(out: Path) -> None:
+    for p in (out, *out.parents):
+        if p.exists() and not p.is_dir():
+            raise RobcurveError(f"the run folder {out} cannot be created: {p} is a file", where=str(out),
+                                fix="choose another --out")
+        if p.exists():
+            if not os.access(p, os.W_OK):
+                raise RobcurveError(f"the run folder {out} is not writable (at {p})", where=str(out),
+                                    fix="choose a writable --out")
+            break
+
+
+def _nothing_kept(out: Path) -> bool:
+    """True when the folder holds no stored result row (only a lock, config or an empty store)."""
+    import sqlite3
+
+    db = out / "results.sqlite"
+    if not db.exists():
+        return True
+    try:
+        con = sqlite3.connect(str(db))
+        try:
+            n = con.execute("SELECT COUNT(*) FROM results").fetchone()[0]
+        finally:
+            con.close()
+    except sqlite3.Error:
+        return False
+    return n == 0
 
 
 def run(cfg: RunConfig, *, fresh: bool = False, progress: bool | None = None, verbose: bool = True,
         summarize: bool = True) -> RunResult:
-    """Run (or resume) the measurements of ``cfg``; return where the results are."""
+    """Run (or resume) the measurements of ``cfg``; return where the results are.
+
+    Under a torch.distributed launcher (``torchrun``) the batches are split across ranks
+    (see :mod:`robcurve.run.shard`); rank 0 merges the shards and writes the outputs.
+    """
+    from robcurve.run import shard
     from robcurve.run.summary import write_outputs
 
     t0 = time.time()
     out = Path(cfg.out) if cfg.out else default_out(cfg)
+    _check_out(out)
+    dist = shard.from_env()
+    if dist.active and cfg.device.startswith("cuda") and ":" not in cfg.device:
+        cfg = cfg.model_copy(update={"device": f"cuda:{dist.local_rank}"})
+    model, data, device = prepare(cfg, verbose and dist.rank == 0)  # everything that can fail on input fails here
+    existed = out.exists()
     out.mkdir(parents=True, exist_ok=True)
+    shard.init(dist, device)
     store_path = out / "results.sqlite"
-    if fresh:
-        for suffix in ("", "-wal", "-shm"):
-            Path(str(store_path) + suffix).unlink(missing_ok=True)
-    model, data, device = prepare(cfg, verbose)
-    store = Store(store_path)
+    summary: dict = {}
+    try:
+        if dist.rank == 0 and fresh:
+            with run_lock(out):
+                for name in OUTPUTS:
+                    (out / name).unlink(missing_ok=True)
+                for suffix in ("", "-wal", "-shm"):
+                    Path(str(store_path) + suffix).unlink(missing_ok=True)
+                if dist.active or (out / "shards").exists():
+                    import shutil
+
+                    shutil.rmtree(out / "shards", ignore_errors=True)
+        shard.barrier(dist)
+        if dist.active:
+            (out / "shards").mkdir(exist_ok=True)
+            with run_lock(out, name=f".lock-rank{dist.rank}"):
+                store = Store(shard.shard_path(out, dist))
+                try:
+                    res = _measure(store, out, cfg, model, data, device, progress and dist.rank == 0, t0, dist,
+                                   merged=store_path)
+                finally:
+                    store.close()
+            shard.barrier(dist)
+            if dist.rank == 0:
+                with run_lock(out):
+                    shard.merge(out, dist.world, store_path)
+                    store = Store(store_path)
+                    try:
+                        summary = write_outputs(store, out) if summarize else {}
+                    finally:
+                        store.close()
+            shard.barrier(dist)
+        else:
+            with run_lock(out):
+                store = Store(store_path)
+                try:
+                    res = _measure(store, out, cfg, model, data, device, progress, t0)
+                    summary = write_outputs(store, out) if summarize else {}
+                finally:
+                    store.close()
+    except BaseException:
+        if not existed and _nothing_kept(out) and not (out / "shards").exists():  # no empty folder left behind
+            import shutil
+
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+    finally:
+        shard.finish(dist)
+    computed, skipped = res
+    return RunResult(out, store_path, cfg, model.info.to_dict(), summary, computed, skipped, time.time() - t0)
+
+
+def _measure(store: Store, out: Path, cfg: RunConfig, model: RobcurveModel, data: SampleSet, device: torch.device,
+             progress: bool | None, t0: float, dist: Any = None, merged: Path | None = None) -> tuple[int, int]:
+    """Measure every batch (of this rank) not stored yet; return (computed, skipped) sample-measurements."""
     cfg_dict = cfg.model_dump()
     digest = cfg.digest()
     store.bind(digest, cfg_dict, CODE_VERSION)
+    old = store.get_meta("model") or {}
+    new = model.info.to_dict()
+    if old.get("weights_sha256") and new.get("weights_sha256") and old["weights_sha256"] != new["weights_sha256"]:
+        raise RobcurveError(f"the run in {out} was made with other weights (sha256 {old['weights_sha256'][:12]}…, "
+                            f"now {new['weights_sha256'][:12]}…)", where=str(out),
+                            fix="rerun with --fresh to start over, or choose another --out")
     store.set_meta(model=model.info.to_dict(), dataset={"name": data.name, "split": data.split, "source": data.source,
                                                           "n": len(data)})
-    (out / "config.json").write_text(json.dumps(cfg_dict, indent=2) + "\n")
+    atomic_write_text(out / "config.json", json.dumps(cfg_dict, indent=2) + "\n")
     ctx = Context(cfg, model, data, device)
     measurements = cfg.all_measurements()
     if progress is None:
@@ -274,8 +222,11 @@ def run(cfg: RunConfig, *, fresh: bool = False, progress: bool | None = None, ve
     bars = {m: tqdm(total=len(data), desc=f"{m:>15}", position=i, leave=True, disable=not progress, unit="img")
             for i, m in enumerate(measurements)}
     computed = skipped = 0
+    prior = Store(merged) if merged is not None and merged.is_file() else None  # rows of an earlier merge
     try:
-        for start in range(0, len(data), cfg.batch_size):
+        for b_index, start in enumerate(range(0, len(data), cfg.batch_size)):
+            if dist is not None and not dist.mine(b_index):
+                continue
             stop = min(len(data), start + cfg.batch_size)
             samples = list(range(start, stop))
             x = data.images[start:stop].to(device, model.dtype)
@@ -283,19 +234,26 @@ def run(cfg: RunConfig, *, fresh: bool = False, progress: bool | None = None, ve
             split_idx = data.indices[start:stop]
             for m in measurements:
                 done = store.done(m, samples)
+                if prior is not None and len(done) < len(samples) and len(prior.done(m, samples)) == len(samples):
+                    rows = [r for r in prior.rows(m) if start <= r[0] < stop]
+                    store.write(m, [(a, b, lab, v) for a, b, _, lab, v in rows], digest, CODE_VERSION)
+                    done = set(samples)
                 if len(done) == len(samples):
                     skipped += len(samples)
                 else:
-                    values = MEASURES[m](ctx, start, x, y, split_idx)
+                    t1 = time.perf_counter()
+                    values = MEASUREMENTS.get(m).run(ctx, start, x, y, split_idx)
+                    if len(values) != len(samples):
+                        raise RuntimeError(f"measurement {m!r} returned {len(values)} rows for {len(samples)} samples")
                     rows = [(s, int(si), int(lab), v) for s, si, lab, v in
                             zip(samples, split_idx.tolist(), y.tolist(), values, strict=True)]
-                    store.write(m, rows, digest, CODE_VERSION)
+                    store.write(m, rows, digest, CODE_VERSION, seconds=time.perf_counter() - t1)
                     computed += len(samples)
                 bars[m].update(len(samples))
             ctx.cache.clear()
     finally:
         for b in bars.values():
             b.close()
-    summary = write_outputs(store, out, cfg, model, data) if summarize else {}
-    store.close()
-    return RunResult(out, store_path, cfg, model.info.to_dict(), summary, computed, skipped, time.time() - t0)
+        if prior is not None:
+            prior.close()
+    return computed, skipped

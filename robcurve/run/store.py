@@ -11,7 +11,8 @@ from __future__ import annotations
 import json
 import math
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -74,7 +75,8 @@ class Store:
         old = self.get_meta("config_digest")
         if old is not None and old != digest:
             old_cfg = self.get_meta("config") or {}
-            changed = sorted(k for k in set(old_cfg) | set(config) if old_cfg.get(k) != config.get(k) and k not in ("out", "device"))
+            changed = sorted(k for k in set(old_cfg) | set(config) if old_cfg.get(k) != config.get(k)
+                             and k not in ("out", "device", "data_dir", "model_dir", "weights"))
             raise RobcurveError(f"the run in {self.path.parent} was made with a different config (changed: {', '.join(changed) or '?'})",
                                 where=str(self.path), fix="rerun with --fresh to start over, or choose another --out")
         self.set_meta(config_digest=digest, config=config, code_version=code_version)
@@ -87,12 +89,21 @@ class Store:
         q = f"SELECT sample FROM results WHERE measurement=? AND sample IN ({','.join('?' * len(s))})"
         return {r[0] for r in self.con.execute(q, (measurement, *s))}
 
-    def write(self, measurement: str, rows: list[tuple[int, int, int, dict]], digest: str, code_version: str) -> None:
-        """rows: (sample, split_index, label, value dict); one transaction."""
+    def write(self, measurement: str, rows: list[tuple[int, int, int, dict]], digest: str, code_version: str,
+              seconds: float | None = None) -> None:
+        """rows: (sample, split_index, label, value dict); one transaction (with the compute time, if given)."""
         with self.con:
             self.con.executemany(
                 "INSERT OR REPLACE INTO results VALUES (?, ?, ?, ?, ?, ?, ?)",
                 [(s, si, measurement, lab, json.dumps(_clean(v), sort_keys=True), digest, code_version) for s, si, lab, v in rows])
+            if seconds is not None:
+                row = self.con.execute("SELECT value FROM meta WHERE key='compute_s'").fetchone()
+                acc = json.loads(row[0]) if row else {}
+                acc[measurement] = round(acc.get(measurement, 0.0) + seconds, 3)
+                self.con.execute("INSERT OR REPLACE INTO meta VALUES ('compute_s', ?)", (json.dumps(acc, sort_keys=True),))
+
+    def count(self) -> int:
+        return int(self.con.execute("SELECT COUNT(*) FROM results").fetchone()[0])
 
     def rows(self, measurement: str | None = None) -> list[tuple[int, int, str, int, dict]]:
         q = "SELECT sample, split_index, measurement, label, value FROM results"
@@ -105,3 +116,50 @@ class Store:
 
     def count(self) -> int:
         return self.con.execute("SELECT COUNT(*) FROM results").fetchone()[0]
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to a temporary file next to ``path`` and rename it over ``path``."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    import os
+    import tempfile
+
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; outputs get the usual file mode
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@contextmanager
+def run_lock(folder: Path, name: str = ".lock") -> Iterator[None]:
+    """Hold an exclusive lock on ``folder`` (its ``.lock`` file) or refuse, naming the holder's pid."""
+    import fcntl
+    import os
+
+    lock = Path(folder) / name
+    fd = os.open(str(lock), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
+            raise RobcurveError(f"the run folder {folder} is in use by another robcurve process (pid {holder})",
+                                where=str(folder), fix="wait for it to finish, or choose another --out") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield
+    finally:
+        os.close(fd)

@@ -9,6 +9,8 @@ the training series (epoch 0 = initialisation). ``zoo:<name>`` loads the final w
 from __future__ import annotations
 
 import json
+import sys
+import types
 from pathlib import Path
 
 from robcurve.data.fashion_mnist import MEAN, STD  # noqa: F401  (the zoo's input normalisation)
@@ -42,8 +44,15 @@ def weight_file(c: dict, epoch: int | None) -> tuple[Path, str]:
     for item in c.get("series", []):
         if item["epoch"] == epoch:
             return ZOO_DIR / item["file"], item["sha256"]
+    epochs = [i["epoch"] for i in c.get("series", [])]
+    if not epochs:
+        with_series = [n for n in zoo_names() if card(n).get("series")]
+        raise RobcurveError(f"zoo model {c['name']!r} has no training series: only its final weights are shipped",
+                            fix=f"use zoo:{c['name']} without @{epoch}; models with a series: "
+                                + (", ".join(f"{n} (@{card(n)['series'][0]['epoch']}..@{card(n)['series'][-1]['epoch']})"
+                                             for n in with_series) or "none"))
     raise RobcurveError(f"zoo model {c['name']!r} has no checkpoint of epoch {epoch}",
-                        fix=f"choose one of epochs {[i['epoch'] for i in c.get('series', [])]}")
+                        fix=f"choose one of epochs {', '.join(str(e) for e in epochs)} (zoo:{c['name']}@<epoch>)")
 
 
 def load_zoo(name: str, epoch: int | None = None, verify: bool = True, **_):
@@ -88,3 +97,21 @@ def verify_all() -> list[tuple[str, bool, str]]:
                 d = sha256_file(p)
                 out.append((rel, d == sha, "ok" if d == sha else f"sha256 {d[:12]} != card {sha[:12]}"))
     return out
+
+
+class _ZooPackage(types.ModuleType):
+    """The package keeps its function ``card`` when the submodule ``robcurve.zoo.card`` is imported.
+
+    Importing a submodule sets it as an attribute of its package, which would replace the
+    function ``card`` with the module (so ``load_zoo`` failed after ``zoo train`` had run in
+    the same process). ``from robcurve.zoo.card import finalize`` still finds the submodule
+    in ``sys.modules``.
+    """
+
+    def __setattr__(self, name: str, value: object) -> None:
+        if name == "card" and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _ZooPackage

@@ -5,6 +5,7 @@ is drawn from a generator seeded by (seed, epoch, step), and the learning rate i
 function of the step, so a run resumed from any checkpoint continues exactly as an
 uninterrupted run would. Checkpoints are written atomically every ``ckpt_every`` steps and
 at each epoch end; per-epoch weights (epoch 0 = initialisation) go to ``epochs/``.
+Checkpoints are read back with ``torch.load(weights_only=True)`` only (:func:`load_state`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import math
 import os
 import platform
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -23,6 +25,8 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from robcurve.data.base import load_dataset
+from robcurve.errors import RobcurveError, UnsafeFileError, one_line
+from robcurve.models.common import refused_global
 from robcurve.models.wrapper import RobcurveModel
 from robcurve.zoo import MEAN, STD
 from robcurve.zoo.archs import build
@@ -96,6 +100,44 @@ def accuracy(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 500) -> f
     return correct / len(y)
 
 
+def load_state(state_path: Path, model: RobcurveModel, opt: torch.optim.Optimizer) -> tuple[int, float, list]:
+    """Resume from a checkpoint ``state.pt``: load model and optimiser, return (step, elapsed s, history).
+
+    The file is read with ``torch.load(weights_only=True)`` (tensors and plain containers
+    only; a file that asks to import or call anything else is refused and nothing in it
+    runs). A truncated, foreign or hostile file raises a RobcurveError that says to delete it.
+    """
+    fix = f"delete {state_path} to train from the start (or restore the file from a backup)"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            st = torch.load(state_path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        msg = str(e)
+        refused = refused_global(msg)
+        if refused:
+            raise UnsafeFileError(f"refusing to resume from {state_path}: it asks for {refused}, which a training "
+                                  "checkpoint never needs (loading it fully could run code)", where=str(state_path), fix=fix) from None
+        first = next((ln.strip() for ln in msg.splitlines() if ln.strip()), "") or "empty or truncated file"
+        raise RobcurveError(f"cannot resume from {state_path}: {type(e).__name__}: {first[:200]}", where=str(state_path),
+                            fix=fix) from None
+    keys = {"model": dict, "opt": dict, "global_step": int, "elapsed": (int, float), "history": str}
+    bad = [k for k, t in keys.items() if not isinstance(st, dict) or not isinstance(st.get(k), t)]
+    if bad:
+        raise RobcurveError(f"cannot resume from {state_path}: it is not a robcurve training checkpoint "
+                            f"(missing or wrong {', '.join(bad)})", where=str(state_path), fix=fix)
+    try:
+        history = json.loads(st["history"])
+        model.net.load_state_dict(st["model"])
+        opt.load_state_dict(st["opt"])
+    except (ValueError, RuntimeError, KeyError, TypeError) as e:
+        raise RobcurveError(f"cannot resume from {state_path}: it does not fit this recipe ({type(e).__name__}: "
+                            f"{one_line(e, 200)})", where=str(state_path), fix=fix) from None
+    if not isinstance(history, list) or st["global_step"] < 0:
+        raise RobcurveError(f"cannot resume from {state_path}: damaged step counter or history", where=str(state_path), fix=fix)
+    return int(st["global_step"]), float(st["elapsed"]), history
+
+
 def train(recipe: Recipe, work_dir: Path, data_dir: str | None = None, progress: bool = True,
           stop_after_steps: int | None = None) -> Path:
     """Train (or resume) ``recipe`` in ``work_dir``; return the path of the final weights.
@@ -117,10 +159,7 @@ def train(recipe: Recipe, work_dir: Path, data_dir: str | None = None, progress:
     opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
     global_step, elapsed, history = 0, 0.0, []
     if state_path.exists():
-        st = torch.load(state_path, weights_only=True)
-        model.net.load_state_dict(st["model"])
-        opt.load_state_dict(st["opt"])
-        global_step, elapsed, history = st["global_step"], st["elapsed"], json.loads(st["history"])
+        global_step, elapsed, history = load_state(state_path, model, opt)
     elif 0 in recipe.series:
         _atomic_safetensors(model.net.state_dict(), work_dir / "epochs" / "epoch_000.safetensors")
 

@@ -1,0 +1,182 @@
+"""Leaderboard entries: RobustBench's model_info fields plus a ``robcurve`` block, validated.
+
+A RobustBench model_info file can be read as it is: its numbers written as strings
+(``"94.78"``), ``eps`` as ``"8/255"`` or null, and its other fields (``corruptions_acc``,
+``unreliable``, ``external``, ``footnote``, ``link`` ...) keep RobustBench's meaning:
+``reported`` is the robust accuracy a paper reported, ``autoattack_acc`` RobustBench's own
+AutoAttack evaluation; robcurve's PGD robust accuracy lives in the ``robcurve`` block only.
+Accuracies are percentages in the RobustBench fields and fractions in the ``robcurve`` block.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from fractions import Fraction
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+THREAT_MODELS = ("Linf", "L2", "corruptions", "corruptions_3d")
+DATASETS = ("cifar10", "cifar100", "imagenet", "fashion-mnist")
+SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,119}$")
+
+
+def as_number(v: Any, field: str) -> float | None:
+    """RobustBench writes numbers as strings ("94.78", "8/255"); None/"" stay None."""
+    if v is None or (isinstance(v, str) and v.strip() in ("", "null", "None")):
+        return None
+    if isinstance(v, bool):
+        raise ValueError(f"{field} must be a number, not a boolean")
+    if isinstance(v, int | float):
+        f = float(v)
+    elif isinstance(v, str):
+        s = v.strip()
+        try:
+            f = float(Fraction(s)) if "/" in s else float(s)
+        except (ValueError, ZeroDivisionError):
+            raise ValueError(f"{field} must be a number (or a fraction like 8/255), got {v!r}") from None
+    else:
+        raise ValueError(f"{field} must be a number, got {type(v).__name__}")
+    if not math.isfinite(f):
+        raise ValueError(f"{field} must be finite, got {v!r}")
+    return f
+
+
+class MetricRow(BaseModel):
+    """One robcurve metric: value with condition, interval (and its method), n and unit."""
+
+    model_config = ConfigDict(extra="forbid")
+    metric: str
+    condition: str = ""
+    value: float | None
+    lo: float | None = None
+    hi: float | None = None
+    interval: str = "none"
+    n: int | None = None
+    unit: str = ""
+    direction: Literal["higher", "lower", "none"] = "none"
+    measurement: str = ""
+    description: str = ""
+    note: str = ""
+
+
+class Verification(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    samples: list[int]
+    batches: list[int] = Field(default_factory=list)
+    measurements: list[str]
+    compared: int
+    mismatches: int
+    tolerance: dict[str, float]
+    skipped: list[str] = Field(default_factory=list)
+    seed: int
+    weights_sha256: str | None = None
+
+
+class RobcurveBlock(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    version: str
+    model: dict[str, Any]
+    dataset: dict[str, Any] = Field(default_factory=dict)
+    n: int = Field(ge=0)
+    sample_ids: list[int] = Field(default_factory=list)
+    metrics: list[MetricRow] = Field(default_factory=list)
+    scale: dict[str, Any] = Field(default_factory=dict)
+    notes: list[str] = Field(default_factory=list)
+    attack_backend: str = "robcurve"
+    config: dict[str, Any] = Field(default_factory=dict)
+    config_digest: str = ""
+    results_digest: str = ""
+    compute_s: dict[str, float] = Field(default_factory=dict)
+    verification: Verification | None = None
+    series: dict[str, Any] | None = None  # {"of": "zoo:vit-fmnist", "epoch": 3} for a training checkpoint
+
+    def row(self, metric: str, condition: str | None = None) -> MetricRow | None:
+        for r in self.metrics:
+            if r.metric == metric and (condition is None or r.condition == condition):
+                return r
+        return None
+
+
+class Entry(BaseModel):
+    """A leaderboard entry (RobustBench model_info fields; unknown RobustBench fields are kept)."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str = Field(min_length=1)
+    id: str | None = None  # file name of the entry (safe); defaults to the file's stem
+    link: str | None = ""
+    authors: str | None = ""
+    venue: str | None = ""
+    paper: str | None = ""
+    architecture: str | None = ""
+    dataset: str
+    threat_model: str
+    eps: float | None = None
+    clean_acc: float | None = None
+    reported: float | None = None
+    autoattack_acc: float | None = None
+    corruptions_acc: float | None = None
+    external: float | None = None
+    additional_data: bool = False
+    number_forward_passes: int | None = 1
+    unreliable: bool = False
+    footnote: str | None = ""
+    imported: bool = False  # a RobustBench row with no robcurve measurement yet
+    robcurve: RobcurveBlock | None = None
+
+    @field_validator("eps", "clean_acc", "reported", "autoattack_acc", "corruptions_acc", "external", mode="before")
+    @classmethod
+    def _numbers(cls, v: Any, info: Any) -> float | None:
+        return as_number(v, info.field_name)
+
+    @field_validator("clean_acc", "reported", "autoattack_acc", "corruptions_acc")
+    @classmethod
+    def _percent(cls, v: float | None, info: Any) -> float | None:
+        if v is not None and not 0 <= v <= 100:
+            raise ValueError(f"{info.field_name} is a percentage in [0, 100], got {v}")
+        return v
+
+    @field_validator("threat_model")
+    @classmethod
+    def _threat(cls, v: str) -> str:
+        if v not in THREAT_MODELS:
+            raise ValueError(f"unknown threat model {v!r} (allowed: {', '.join(THREAT_MODELS)})")
+        return v
+
+    @field_validator("dataset")
+    @classmethod
+    def _dataset(cls, v: str) -> str:
+        if v not in DATASETS:
+            raise ValueError(f"unknown dataset {v!r} (allowed: {', '.join(DATASETS)})")
+        return v
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, v: str | None) -> str | None:
+        if v is not None and not SAFE_ID.fullmatch(v):
+            raise ValueError(f"entry id {v!r} is not a safe file name (letters, digits, '.', '_', '-'; no '/' or '..')")
+        if v is not None and ".." in v:
+            raise ValueError(f"entry id {v!r} contains '..'")
+        return v
+
+    # -- derived --------------------------------------------------------------------------
+    @property
+    def family(self) -> str:
+        if self.robcurve is not None:
+            return str(self.robcurve.model.get("family") or "other")
+        return str(getattr(self, "family_", None) or "other")
+
+    def robust_acc(self) -> tuple[float | None, str]:
+        """(robust accuracy in %, its source): AutoAttack if evaluated, else robcurve's PGD, else reported."""
+        if self.threat_model.startswith("corruptions"):
+            return self.corruptions_acc, "corruptions"
+        if self.autoattack_acc is not None:
+            return self.autoattack_acc, "AutoAttack"
+        if self.robcurve is not None:
+            r = self.robcurve.row("pgd_robust_acc")
+            if r is not None and r.value is not None:
+                return 100 * r.value, "PGD (robcurve)"
+        if self.reported is not None:
+            return self.reported, "reported"
+        return None, ""
