@@ -68,7 +68,7 @@ def reproduce_cmd(
     models: Annotated[str | None, typer.Option(help="comma list of model specs (default: the zoo's standard-trained "
                                                     "Transformers and CNNs)")] = None,
     quick: Annotated[bool, typer.Option("--quick", help="the quick mode: fewer samples, models and checkpoints "
-                                                        "(minutes; see the README, "Reproducing the paper's findings")")] = False,
+                                                        "(minutes; see the README section on reproducing the paper)")] = False,
     config: Annotated[Path | None, typer.Option(help="YAML run config (default configs/paper.yaml)")] = None,
     out: Annotated[str | None, typer.Option(help="folder of the runs (default runs/reproduce or runs/reproduce-quick)")] = None,
     report: Annotated[str | None, typer.Option(help="folder of the report (default: <out>/report)")] = None,

@@ -55,7 +55,7 @@ class Mode:
 
 MODES: dict[str, Mode] = {
     # full: sized so that the four zoo models and both training series fit in 45 minutes on 2 idle CPU cores
-    # (estimated; see the README, "Reproducing the paper's findings"); configs/paper.yaml's own n = 1000 takes hours
+    # (estimated; see the README section on reproducing the paper); configs/paper.yaml's own n = 1000 takes hours
     "full": Mode("full", 120, 24, DEFAULT_MODELS, "all", {}),
     # quick: fewer samples, 3 corruption conditions, the attack budget of the PGD attack only (its examples are
     # reused), a coarser PGD-distance bisection, two checkpoints (after epoch 1, final) per series

@@ -353,7 +353,7 @@ def markdown(rows: list[dict[str, Any]], meta: Mapping[str, Any], results: Mappi
         lines += [f"> **Quick mode**: n = {meta['n']} samples per model (layer profile: {meta['layer_samples']}), "
                   "fewer corruptions and attack budgets, the training series at two checkpoints each. At this n most "
                   "intervals are wide: read the verdicts as a smoke test of the pipeline, not as evidence. "
-                  "The full report: `robcurve reproduce` (see the README, "Reproducing the paper's findings").", ""]
+                  "The full report: `robcurve reproduce` (see the README section on reproducing the paper).", ""]
     lines += [f"- paper: {PAPER}",
               f"- models: {', '.join(_label(m, family) for m in results)}; dataset {meta['dataset']}; n = {meta['n']} "
               f"seeded samples per model (the same images for every model; seed {meta['seed']})",
