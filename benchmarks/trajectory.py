@@ -15,8 +15,9 @@ Per model (benchmarks/_common.py), on N images along their FGSM directions, T gr
     choice, interleaved with (a) at its best batch size; ratio = raw time / trajectory time.
 (c) **trajectory at chunk 4096** (the old default), for reference.
 (d) **peak working memory** (``--memory``; a fresh process per setting): the kernel's peak-RSS
-    mark is reset (``5`` to /proc/self/clear_refs), then ``ru_maxrss`` after the trajectory
-    minus the resident set before it; at the default (auto, budget 512 MiB) and at chunk 4096.
+    mark is reset (``5`` to /proc/self/clear_refs), then the peak (VmHWM) after the trajectory
+    minus the resident set before it; at the default (auto, budget 512 MiB; the measurement on
+    first use runs the candidates up to the cap, so this includes them) and at chunk 4096.
 
 Fixed: the same images, directions and grid for every contender, the thread count, frozen
 parameters; timings interleaved; ratios shown as median [min-max] over the repeats.
@@ -150,17 +151,18 @@ def child(args: argparse.Namespace) -> None:
     except OSError:
         reset = False
 
-    def rss_kib() -> int:
+    def status_kib(field: str) -> int:
         with open("/proc/self/status") as f:
             for ln in f:
-                if ln.startswith("VmRSS:"):
+                if ln.startswith(field + ":"):
                     return int(ln.split()[1])
         return 0
 
-    base = rss_kib() if reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # VmHWM (reset by clear_refs) rather than ru_maxrss, which may keep a peak from before the reset
+    base = status_kib("VmRSS") if reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     cs = None if args.chunk == "auto" else int(args.chunk)
     tr = trajectory(model, x, d, T=args.t, E=0.1, chunk_size=cs)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak = status_kib("VmHWM") if reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     outputs = tr.features.numel() * tr.features.element_size() + tr.logits.numel() * tr.logits.element_size()
     print("RESULT " + json.dumps({"work_mib": (peak - base) / 1024, "outputs_mib": outputs / 2**20,
                                   "chunk": tr.chunk_size, "reset": reset}))

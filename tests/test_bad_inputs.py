@@ -583,7 +583,7 @@ def test_api_bad_input_raises_robcurve_error(tmp_path, case_id, call, err_name, 
     assert not marker.exists()
 
 
-@pytest.mark.xfail(reason="check_budget call in robcurve/attacks is part of #14, pending (attacks engineer)", strict=False)
+
 def test_api_pgd_eps_8_pending():
     with pytest.raises(RobcurveError, match=r"did you mean 8/255"):
         _api_pgd_eps_8()

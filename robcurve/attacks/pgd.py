@@ -133,8 +133,11 @@ class PGD(Attack):
                  random_start: bool = True, restarts: int = 1, targeted: bool = False, seed: int = 0,
                  early_stop: bool = True, loss: str = "ce"):
         super().__init__()
-        self.eps = _check_budget(eps, "eps")
         self.norm = canonical_norm(norm)
+        from robcurve.validate import check_budget
+
+        check_budget("eps", eps, self.norm)  # L-inf budgets in [0, 1] pixel units ("did you mean 8/255?")
+        self.eps = _check_budget(eps, "eps")
         self.steps = _check_int(steps, "steps", 1)
         self.step_size = None if step_size is None else _check_budget(step_size, "step_size")
         self.random_start = bool(random_start)
