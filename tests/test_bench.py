@@ -158,6 +158,7 @@ def test_subprocess_error_has_no_traceback(tmp_path):
     assert p.returncode == 2 and "unknown zoo model 'nope'" in p.stderr and "Traceback" not in p.stderr
 
 
+@pytest.mark.slow
 def test_attack_backend_flag_runs_the_peer_library(model_spec, tmp_path, capsys):
     """--attack-backend foolbox runs foolbox's DeepFool; its median L2 agrees with ours within 1%."""
     meds = {}

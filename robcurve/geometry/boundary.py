@@ -163,13 +163,11 @@ def travel_distance(model: nn.Module, x: Tensor, y: Tensor, direction: Tensor, *
     x = check_images(x, "travel_distance").to(rob.device)
     d = check_direction(x, direction, "travel_distance(direction=...)")
     n = x.shape[0]
-    if chunk is None or chunk == "auto":
-        from robcurve.geometry.trajectory import cached_chunk_size
+    from robcurve.geometry.trajectory import _check_chunk, cached_chunk_size
 
+    if chunk is None or chunk == "auto":
         chunk = cached_chunk_size(rob, x) if n else 1
-    if int(chunk) < 1:
-        raise RobcurveError(f"chunk must be >= 1, got {chunk}", where="travel_distance", fix="e.g. chunk=4096")
-    chunk = int(chunk)
+    chunk = _check_chunk(chunk, "travel_distance")  # type: ignore[arg-type]
     y = torch.as_tensor(y).long().view(-1).cpu()
     if y.numel() != n:
         raise RobcurveError(f"y has {y.numel()} labels for {n} images", where="travel_distance", fix="pass one label per image")

@@ -47,8 +47,13 @@ def _as_grid(eps: Tensor | Sequence[float] | None, T: int, E: float, where: str)
 
 
 def _check_chunk(chunk_size: int, where: str) -> int:
-    if int(chunk_size) < 1:
-        raise RobcurveError(f"chunk size must be >= 1, got {chunk_size}", where=where, fix="use e.g. 4096 images")
+    try:
+        ok = not isinstance(chunk_size, bool) and int(chunk_size) >= 1
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise RobcurveError(f"chunk size must be an int >= 1 (or None / 'auto' where measured), got {chunk_size!r}",
+                            where=where, fix="use e.g. 512 images, or None for the measured batch size")
     return int(chunk_size)
 
 
