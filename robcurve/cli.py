@@ -66,6 +66,8 @@ def bench(
     device: Annotated[str | None, typer.Option(help="cpu | cuda | cuda:N")] = None,
     seed: Annotated[int | None, typer.Option(help="seed of the sample selection and every random choice")] = None,
     dtype: Annotated[str | None, typer.Option(help="float32 | float64")] = None,
+    autocast: Annotated[str | None, typer.Option(help="none (default) | bf16 | fp16: forwards under torch.autocast (see docs/devices.md)")] = None,
+    max_memory: Annotated[str | None, typer.Option(help="memory budget of chunks and attack sub-batches: 2GiB, 512MB, 25% (default 2 GiB, or 25% of free device memory if less)")] = None,
     measurements: Annotated[str | None, typer.Option(help="comma list of registered measurements, e.g. clean,trajectory,travel,pgd,pgd_distance,deepfool,jumpout,corruptions,adv_calibration (robcurve metrics lists them)")] = None,
     out: Annotated[str | None, typer.Option(help="run folder (default runs/<model>_<dataset>_<attack>_<config digest>)")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="override any config field: --set pgd.eps=0.05")] = None,
@@ -83,7 +85,8 @@ def bench(
     from robcurve.run.runner import run
 
     flags = dict(model=model, attack=attack, attack_backend=attack_backend, dataset=dataset, data_dir=data_dir, threat_model=threat_model, weights=weights, model_kwargs=model_kwargs,
-                 model_dir=model_dir, n=n, batch_size=batch_size, device=device, seed=seed, dtype=dtype, out=out)
+                 model_dir=model_dir, n=n, batch_size=batch_size, device=device, seed=seed, dtype=dtype, autocast=autocast,
+                 max_memory=max_memory, out=out)
     overrides = {k: v for k, v in flags.items() if v is not None and k in FLAG_FIELDS}
     if measurements is not None:
         overrides["measurements"] = [m.strip() for m in measurements.split(",") if m.strip()]

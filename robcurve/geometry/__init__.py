@@ -9,11 +9,11 @@
 * :mod:`.layers`: :func:`layer_profile` at every block output.
 """
 
+from robcurve.geometry import trajectory as _trajectory_module
 from robcurve.geometry.boundary import TravelDistance, travel_distance
 from robcurve.geometry.directions import directions, get_direction
 from robcurve.geometry.jumpout import JumpOut, jump_out
 from robcurve.geometry.layers import LayerProfile, LayerSpec, default_layers, layer_profile
-from robcurve.geometry import trajectory as _trajectory_module
 from robcurve.geometry.trajectory import (
     Curvature,
     SpaceCurvature,

@@ -163,11 +163,13 @@ def travel_distance(model: nn.Module, x: Tensor, y: Tensor, direction: Tensor, *
     x = check_images(x, "travel_distance").to(rob.device)
     d = check_direction(x, direction, "travel_distance(direction=...)")
     n = x.shape[0]
-    from robcurve.geometry.trajectory import _check_chunk, cached_chunk_size
+    from robcurve.geometry.trajectory import _check_chunk, cached_chunk_size, memory_cap
 
     if chunk is None or chunk == "auto":
         chunk = cached_chunk_size(rob, x) if n else 1
     chunk = _check_chunk(chunk, "travel_distance")  # type: ignore[arg-type]
+    if n:
+        chunk = min(chunk, memory_cap(rob, x))  # within the memory budget (robcurve.memory)
     y = torch.as_tensor(y).long().view(-1).cpu()
     if y.numel() != n:
         raise RobcurveError(f"y has {y.numel()} labels for {n} images", where="travel_distance", fix="pass one label per image")

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from robcurve.errors import RobcurveError
 from robcurve.geometry.directions import check_direction, check_images
+from robcurve.memory import budget_bytes
 from robcurve.models.wrapper import FeaturesFn, RobcurveModel, as_robmodel
 
 REGIONS = ("in-class", "full")
@@ -58,8 +59,8 @@ def _check_chunk(chunk_size: int, where: str) -> int:
 
 
 # -- batch size: measured per (model, device, input size), bounded by a memory budget ----------
-#: default bound on the working memory of one chunk (bytes), see :func:`memory_per_image`
-DEFAULT_MEMORY_BUDGET = 512 * 2**20
+# the bound on the working memory of one chunk (bytes) comes from robcurve.memory: the
+# --max-memory setting, else a share of the free device memory (see that module)
 #: batch sizes tried on first use (powers of two), smallest first
 AUTO_CANDIDATES = (16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
 #: the ascending search stops after this many candidates slower than this share of the best rate
@@ -98,7 +99,7 @@ class ChunkChoice:
 
 # model (the network, weakly referenced) -> key -> choice; in-process only
 _CHUNK_CACHE: weakref.WeakKeyDictionary[nn.Module, dict[tuple, ChunkChoice]] = weakref.WeakKeyDictionary()
-_MEMORY_CACHE: weakref.WeakKeyDictionary[nn.Module, dict[tuple, int]] = weakref.WeakKeyDictionary()
+_MEMORY_CACHE: weakref.WeakKeyDictionary[nn.Module, dict[tuple, tuple[int, int]]] = weakref.WeakKeyDictionary()
 
 
 def _chunk_key(rob: RobcurveModel, x: Tensor, budget: int) -> tuple:
@@ -116,6 +117,31 @@ def memory_per_image(model: nn.Module, x: Tensor, features_fn: FeaturesFn | None
     ConvNeXt, Swin at 28 px; timm ResNet-18 and ViT-Tiny/4 at 32 px) it was 1.2-4.6x the true
     peak: the budget is respected with room to spare. Cached per model and input size.
     """
+    return _memory_estimates(model, x, features_fn)[0]
+
+
+def grad_memory_per_image(model: nn.Module, x: Tensor, features_fn: FeaturesFn | None = None) -> int:
+    """Estimated working memory (bytes) of one image's forward and backward (attacks).
+
+    Every leaf module's output counted twice (kept for backward, and its gradient) plus the
+    image four times (input, its gradient, the perturbation and the attack's copy): autograd
+    keeps all activations, so no ``10 x largest`` shortcut applies here.
+    """
+    return _memory_estimates(model, x, features_fn)[1]
+
+
+def attack_batch_cap(model: nn.Module, x: Tensor, memory_budget: int | str | None = None,
+                     features_fn: FeaturesFn | None = None) -> int:
+    """Largest attack sub-batch (>= 1) whose estimated forward+backward memory fits a third of the budget.
+
+    A third, not half: what autograd keeps inside fused operations (attention weights of
+    ``scaled_dot_product_attention``, window attention) is no module's output, so the estimate
+    misses it; measured with ``benchmarks/memory.py`` on the zoo Swin."""
+    budget = budget_bytes(x.device, memory_budget)
+    return max(1, budget // (3 * max(1, grad_memory_per_image(model, x, features_fn))))
+
+
+def _memory_estimates(model: nn.Module, x: Tensor, features_fn: FeaturesFn | None = None) -> tuple[int, int]:
     rob = as_robmodel(model, features_fn)
     key = (str(x.device), str(x.dtype), tuple(x.shape[1:]))
     per_model = _MEMORY_CACHE.setdefault(rob.net, {})
@@ -144,22 +170,27 @@ def memory_per_image(model: nn.Module, x: Tensor, features_fn: FeaturesFn | None
     img = x[:1].numel() * x.element_size()
     acts = min(sum(sizes), 10 * max(sizes)) if sizes else 16 * img
     est = int(acts + 2 * img + outs)
-    per_model[key] = est
-    return est
+    grad = int(2 * (sum(sizes) if sizes else 16 * img) + 4 * img + 2 * outs)
+    per_model[key] = (est, grad)
+    return est, grad
 
 
 def memory_cap(model: nn.Module, x: Tensor, memory_budget: int | None = None,
                features_fn: FeaturesFn | None = None) -> int:
-    """Largest batch size (>= 1) whose estimated working memory fits ``memory_budget`` bytes."""
-    budget = DEFAULT_MEMORY_BUDGET if memory_budget is None else int(memory_budget)
-    return max(1, budget // max(1, memory_per_image(model, x, features_fn)))
+    """Largest batch size (>= 1) whose estimated working memory fits half of ``memory_budget`` bytes.
+
+    Half: the other half is left to what a chunk's memory estimate does not see (the
+    allocator's slack between chunks of other shapes, the outputs kept, the curvature
+    computation); measured by ``benchmarks/memory.py``."""
+    budget = budget_bytes(x.device, memory_budget)
+    return max(1, budget // (2 * max(1, memory_per_image(model, x, features_fn))))
 
 
 def cached_chunk_size(model: nn.Module, x: Tensor, memory_budget: int | None = None,
                       features_fn: FeaturesFn | None = None) -> int:
     """The measured batch size cached for this model and input, else the memory cap (no timing)."""
     rob = as_robmodel(model, features_fn)
-    budget = DEFAULT_MEMORY_BUDGET if memory_budget is None else int(memory_budget)
+    budget = budget_bytes(x.device, memory_budget)
     hit = _CHUNK_CACHE.get(rob.net, {}).get(_chunk_key(rob, x, budget))
     if hit is not None:
         return hit.size
@@ -353,8 +384,9 @@ def trajectory(model: nn.Module, x: Tensor, direction: Tensor, eps: Tensor | Seq
             chunks (no extra forwards) and the fastest is kept (``meta["chunk_choice"]``).
         y: true labels (N,), stored (used for ``correct``).
         memory_budget: bound (bytes) on the estimated working memory of one chunk
-            (:func:`memory_per_image`); default :data:`DEFAULT_MEMORY_BUDGET` (512 MiB). Applies
-            to the automatic choice only.
+            (:func:`memory_per_image`): bytes or text such as ``"512MiB"``; default the process
+            budget of :mod:`robcurve.memory` (``--max-memory``, else 25% of the free memory).
+            An explicit ``chunk_size`` larger than the budget allows is lowered to fit.
 
     Returns:
         :class:`Trajectory` with features (N, T, D), logits (N, T, K).
@@ -368,10 +400,7 @@ def trajectory(model: nn.Module, x: Tensor, direction: Tensor, eps: Tensor | Seq
     if total == 0:
         raise RobcurveError("no images to run", where="trajectory", fix="pass at least one image")
     auto = chunk_size is None or chunk_size == "auto"
-    budget = DEFAULT_MEMORY_BUDGET if memory_budget is None else int(memory_budget)
-    if budget < 1:
-        raise RobcurveError(f"memory_budget must be >= 1 byte, got {memory_budget}", where="trajectory",
-                            fix="e.g. memory_budget=512 * 2**20")
+    budget = budget_bytes(x.device, memory_budget)  # refuses sizes below one byte
     tuner: _ChunkTuner | None = None
     choice: ChunkChoice | None = None
     if auto:
@@ -384,7 +413,7 @@ def trajectory(model: nn.Module, x: Tensor, direction: Tensor, eps: Tensor | Seq
         else:
             chunk = choice.size
     else:
-        chunk = _check_chunk(chunk_size, "trajectory")  # type: ignore[arg-type]
+        chunk = min(_check_chunk(chunk_size, "trajectory"), memory_cap(rob, x, budget))  # type: ignore[arg-type]
     feats: Tensor | None = None
     logits: Tensor | None = None
     sizes: list[int] = []

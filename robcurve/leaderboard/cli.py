@@ -26,8 +26,16 @@ def show(
     if ctx.invoked_subcommand is not None:
         return
     from robcurve.leaderboard import load_entries
-    from robcurve.leaderboard.render import (html_page, latex, matched_pairs, matched_verdict, relations,
-                                             relations_table, text_table, tidy)
+    from robcurve.leaderboard.render import (
+        html_page,
+        latex,
+        matched_pairs,
+        matched_verdict,
+        relations,
+        relations_table,
+        text_table,
+        tidy,
+    )
 
     df = tidy(load_entries(root, dataset, threat))
     if df.empty:
@@ -74,7 +82,13 @@ def relations_cmd(
     import json
 
     from robcurve.leaderboard import load_entries
-    from robcurve.leaderboard.render import matched_pairs, matched_verdict, relations, relations_table, tidy
+    from robcurve.leaderboard.render import (
+        matched_pairs,
+        matched_verdict,
+        relations,
+        relations_table,
+        tidy,
+    )
 
     df = tidy(load_entries(root, dataset, threat))
     out = {}

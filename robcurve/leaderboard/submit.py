@@ -28,8 +28,17 @@ from typing import Any
 import numpy as np
 
 from robcurve.errors import RobcurveError
-from robcurve.leaderboard.io import (DEFAULT_ROOT, SAMPLES_SUFFIX, check_id, entry_path, parse_entry, read_entry,
-                                     read_samples, write_json, write_samples)
+from robcurve.leaderboard.io import (
+    DEFAULT_ROOT,
+    SAMPLES_SUFFIX,
+    check_id,
+    entry_path,
+    parse_entry,
+    read_entry,
+    read_samples,
+    write_json,
+    write_samples,
+)
 from robcurve.leaderboard.schema import Entry, Verification
 
 RTOL, ATOL = 1e-3, 1e-4

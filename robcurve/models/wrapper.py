@@ -107,6 +107,9 @@ class RobcurveModel(nn.Module):
             raise ModelError(f"model {self.info.spec or self.info.name!r} has mean/std for {c} channels but takes {size0}-channel input",
                              fix=f"give mean and std with {size0} values (one per input channel)")
         self._ok_shapes: set[tuple[int, ...]] = set()
+        #: run every forward under ``torch.autocast`` with this dtype (None: off); the outputs
+        #: are cast back to the input's dtype. Set by ``--autocast bf16|fp16``.
+        self.autocast_dtype: torch.dtype | None = None
         self._features_fn = features_fn
         if features_fn is not None:
             self.features_mode = "fn"
@@ -142,6 +145,8 @@ class RobcurveModel(nn.Module):
     def _run(self, fn: Callable[[], Any], x: Tensor) -> Any:
         """Call ``fn`` (a forward of the network); the first failure at a new image shape becomes a ModelError."""
         key = tuple(x.shape[1:])
+        if self.autocast_dtype is not None:
+            fn = self._autocast(fn, x)
         if key in self._ok_shapes:
             return fn()
         try:
@@ -154,6 +159,20 @@ class RobcurveModel(nn.Module):
                              fix="check that the model and the dataset match (channels, image size, number of classes)") from e
         self._ok_shapes.add(key)
         return out
+
+    def _autocast(self, fn: Callable[[], Any], x: Tensor) -> Callable[[], Any]:
+        dtype = self.autocast_dtype
+
+        def run() -> Any:
+            with torch.autocast(device_type=x.device.type, dtype=dtype):
+                out = fn()
+            if isinstance(out, Tensor):
+                return out.to(x.dtype)
+            if isinstance(out, tuple):
+                return tuple(o.to(x.dtype) if isinstance(o, Tensor) else o for o in out)
+            return out
+
+        return run
 
     def _check_logits(self, out: Any, n: int) -> Tensor:
         if not isinstance(out, Tensor) or out.dim() != 2 or out.shape[0] != n:

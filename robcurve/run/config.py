@@ -84,7 +84,10 @@ class TrajectoryCfg(Section):
     ladder: list[int] = Field(default_factory=lambda: [1, 5, 10, 20, 50],
                               description="steps in grid points (h = k·h0); each >= 1 and <= (T-1)/2")
     curved_threshold: float = Field(0.25, ge=0, le=1, description="a sample is curved when 1 - R^2 exceeds this")
-    chunk_size: int = Field(4096, ge=1)
+    chunk_size: int | Literal["auto"] = Field(
+        128, description="images per forward (an int: the same batches on every machine, so the same float rounding; "
+                         "'auto': measured per model, fastest, but rounding may differ between runs at ~1e-6). "
+                         "128 is within a few % of the fastest batch size on the zoo ViT, ResNet and Swin (benchmarks/trajectory.py)")
 
     @field_validator("E", mode="before")
     @classmethod
@@ -95,6 +98,13 @@ class TrajectoryCfg(Section):
                 check_budget("E", v, "Linf")
             except InputError as e:
                 raise _budget_error(e) from None
+        return v
+
+    @field_validator("chunk_size", mode="before")
+    @classmethod
+    def _chunk(cls, v: Any) -> Any:
+        if isinstance(v, bool) or (isinstance(v, int) and v < 1):
+            raise ValueError(f"must be an int >= 1 or 'auto', got {v}")
         return v
 
     @field_validator("ladder")
@@ -274,6 +284,10 @@ class RunConfig(Strict):
     batch_size: int = Field(100, ge=1)
     device: str = "cpu"
     dtype: Literal["float32", "float64"] = "float32"
+    autocast: Literal["none", "bf16", "fp16"] = Field(
+        "none", description="run the model's forwards under torch.autocast (bf16/fp16); moves curvature at small scales, see docs/devices.md")
+    max_memory: int | str | None = Field(
+        None, description="memory budget of robcurve's chunks and attack sub-batches: bytes, 2GiB, 512MB or 25% (default 2 GiB, or 25% of free device memory if less)")
     attack: str = Field("pgd", description="a measurement registered as an attack (pgd, deepfool, jumpout) or none")
     attack_backend: Literal["robcurve", "torchattacks", "foolbox"] = "robcurve"
     measurements: list[str] = Field(default_factory=lambda: ["clean", "trajectory", "travel", "corruptions"])
@@ -400,11 +414,11 @@ class RunConfig(Strict):
 
 
 # fields that name this machine's paths or devices: not part of a run's identity
-MACHINE_FIELDS = ("out", "device", "data_dir", "model_dir", "weights")
+MACHINE_FIELDS = ("out", "device", "data_dir", "model_dir", "weights", "max_memory")
 
 # fields a CLI flag maps to directly
 FLAG_FIELDS = ("model", "dataset", "data_dir", "threat_model", "weights", "model_dir", "n", "seed", "batch_size",
-               "device", "dtype", "attack", "attack_backend", "out", "model_kwargs")
+               "device", "dtype", "autocast", "max_memory", "attack", "attack_backend", "out", "model_kwargs")
 
 
 def merge(base: dict, over: dict) -> dict:
@@ -624,6 +638,13 @@ def _cross_checks(cfg: RunConfig) -> list[tuple[tuple[str, ...], str]]:
     problems: list[tuple[tuple[str, ...], str]] = []
     if not _DEVICE.fullmatch(cfg.device.strip()):
         problems.append((("device",), f"unknown device {cfg.device!r}; use cpu, cuda, cuda:N or mps"))
+    if cfg.max_memory is not None:
+        from robcurve.memory import parse_memory
+
+        try:
+            parse_memory(cfg.max_memory)
+        except RobcurveError as e:
+            problems.append((("max_memory",), f"{e.what}; e.g. 2GiB, 512MB or 25%"))
     if cfg.pgd_distance.hi is not None:
         try:
             check_budget("hi", cfg.pgd_distance.hi, cfg.pgd.norm, allow_zero=False)

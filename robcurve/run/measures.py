@@ -48,6 +48,22 @@ class Context:
         """Seed of every random choice of the batch starting at sample ``start``."""
         return self.cfg.seed * 1_000_003 + start
 
+    def attack_kwargs(self, x: Tensor, clean: bool = True) -> dict[str, Any]:
+        """Call arguments every attack of this batch gets: the sub-batch size the memory budget
+        allows (only when it is smaller than the batch: sub-batching leaves results unchanged)
+        and, with ``clean`` on robcurve's backend, the clean logits the ``clean`` measurement
+        already computed (saves PGD's clean forward; same model, same images, same batch)."""
+        from robcurve.geometry.trajectory import attack_batch_cap
+
+        kw: dict[str, Any] = {}
+        cap = attack_batch_cap(self.model, x) if len(x) else 1
+        if cap < len(x):
+            kw["batch_size"] = int(cap)
+        logits = self.cache.get("clean_logits") if clean else None
+        if self.cfg.attack_backend == "robcurve" and logits is not None and logits.shape[0] == len(x):
+            kw["clean_logits"] = logits
+        return kw
+
 
 RunFn = Callable[[Context, int, Tensor, Tensor, Tensor], list[dict]]
 
@@ -152,7 +168,8 @@ def run_pgd(ctx: Context, start: int, x: Tensor, y: Tensor, eps: float) -> Any:
         p = ctx.cfg.pgd
         ctx.cache[key] = run_attack("pgd", ctx.model, x, y, backend=ctx.cfg.attack_backend, eps=eps, norm=p.norm,
                                     steps=p.steps, step_size=p.step_size, random_start=p.random_start,
-                                    restarts=p.restarts, seed=ctx.batch_seed(start), loss=p.loss)
+                                    restarts=p.restarts, seed=ctx.batch_seed(start), loss=p.loss,
+                                    **ctx.attack_kwargs(x))
     return ctx.cache[key]
 
 
@@ -171,7 +188,9 @@ def _projection(z: Tensor) -> tuple[list[list[float]], list[float]]:
 # -- the built-in measurements --------------------------------------------------------------------
 @measurement("clean", "clean predictions: confidence, NLL, Brier, probabilities", 0)
 def m_clean(ctx: Context, start: int, x: Tensor, y: Tensor, split_idx: Tensor) -> list[dict]:
-    return prob_fields(batched_logits(ctx.model, x), y.cpu())
+    logits = batched_logits(ctx.model, x)
+    ctx.cache["clean_logits"] = logits.detach()
+    return prob_fields(logits, y.cpu())
 
 
 @measurement("trajectory", "representation trajectory along d: curvature with its scale ladder", 10, "trajectory")
@@ -216,7 +235,7 @@ def m_pgd_distance(ctx: Context, start: int, x: Tensor, y: Tensor, split_idx: Te
 
     p, pd_ = ctx.cfg.pgd, ctx.cfg.pgd_distance
     res = pgd_distance(ctx.model, x, y, norm=p.norm, hi=pd_.hi, bisection_steps=pd_.bisection_steps, steps=pd_.steps,
-                       seed=ctx.batch_seed(start), loss=pd_.loss)
+                       seed=ctx.batch_seed(start), loss=pd_.loss, **ctx.attack_kwargs(x))
     return [{"budget": float(res.budget[i]), "censored": bool(res.censored[i]), "clean_correct": bool(res.clean_correct[i])}
             for i in range(len(y))]
 
@@ -227,7 +246,8 @@ def m_deepfool(ctx: Context, start: int, x: Tensor, y: Tensor, split_idx: Tensor
 
     c = ctx.cfg.deepfool
     res = run_attack("deepfool", ctx.model, x, y, backend=ctx.cfg.attack_backend, norm=c.norm, steps=c.steps,
-                     overshoot=c.overshoot, candidates=c.candidates)
+                     overshoot=c.overshoot, candidates=c.candidates,
+                     **ctx.attack_kwargs(x, clean=False))  # DeepFool's clean forward is its first step's
     return attack_rows(res, y)
 
 

@@ -90,10 +90,15 @@ def prepare(cfg: RunConfig, verbose: bool = True) -> tuple[RobcurveModel, Sample
                        dtype=torch.float64 if cfg.dtype == "float64" else None, **kwargs)
     if spec != cfg.model:
         model.info.extra["alias"] = cfg.model
+    if cfg.autocast != "none":
+        model.autocast_dtype = torch.bfloat16 if cfg.autocast == "bf16" else torch.float16
     data = load_dataset(cfg.dataset, split=cfg.split, n=cfg.n, seed=cfg.seed, data_dir=cfg.data_dir)
     from robcurve.validate import check_model_on_data
 
     check_model_on_data(model, data.images, data.labels, dataset=cfg.dataset)
+    from robcurve.memory import set_memory_budget
+
+    set_memory_budget(cfg.max_memory)  # recorded in the store's meta (machine), not printed
     return model, data, device
 
 
@@ -212,8 +217,10 @@ def _measure(store: Store, out: Path, cfg: RunConfig, model: RobcurveModel, data
         raise RobcurveError(f"the run in {out} was made with other weights (sha256 {old['weights_sha256'][:12]}…, "
                             f"now {new['weights_sha256'][:12]}…)", where=str(out),
                             fix="rerun with --fresh to start over, or choose another --out")
+    from robcurve.memory import describe
+
     store.set_meta(model=model.info.to_dict(), dataset={"name": data.name, "split": data.split, "source": data.source,
-                                                          "n": len(data)})
+                                                          "n": len(data)}, machine={"memory": describe(device)})
     atomic_write_text(out / "config.json", json.dumps(cfg_dict, indent=2) + "\n")
     ctx = Context(cfg, model, data, device)
     measurements = cfg.all_measurements()

@@ -114,9 +114,6 @@ class Store:
         q += " ORDER BY measurement, sample"
         return [(a, b, c, d, json.loads(e)) for a, b, c, d, e in self.con.execute(q, args)]
 
-    def count(self) -> int:
-        return self.con.execute("SELECT COUNT(*) FROM results").fetchone()[0]
-
 
 def atomic_write_text(path: Path, text: str) -> None:
     """Write ``text`` to a temporary file next to ``path`` and rename it over ``path``."""
