@@ -59,9 +59,10 @@ class Context:
         cap = attack_batch_cap(self.model, x) if len(x) else 1
         if cap < len(x):
             kw["batch_size"] = int(cap)
-        logits = self.cache.get("clean_logits") if clean else None
-        if self.cfg.attack_backend == "robcurve" and logits is not None and logits.shape[0] == len(x):
-            kw["clean_logits"] = logits
+        if clean and self.cfg.attack_backend == "robcurve" and len(x):
+            if "clean_logits" not in self.cache:  # a resumed batch whose clean rows are stored: the
+                self.cache["clean_logits"] = batched_logits(self.model, x).detach()  # same forward again,
+            kw["clean_logits"] = self.cache["clean_logits"]  # so query counts never depend on resuming
         return kw
 
 
