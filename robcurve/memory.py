@@ -4,8 +4,8 @@ Every batched computation in robcurve is split into chunks whose *estimated* wor
 fits a budget in bytes:
 
 * no-grad forwards (trajectories, travel search, predictions): the chunk is at most
-  ``budget // (2 * memory_per_image)`` images (half the budget: the other half is slack for
-  what the estimate does not see), with the per-image estimate of
+  ``budget // (3 * memory_per_image)`` images (a third of the budget: the rest is slack
+  for what the estimate does not see), with the per-image estimate of
   :func:`robcurve.geometry.trajectory.memory_per_image` (measured to be 1.2-4.6x the true
   peak on six models, so the budget holds with room to spare);
 * attacks (PGD, DeepFool, PGD distance): sub-batches of at most ``budget // (3 * grad_memory)``

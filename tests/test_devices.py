@@ -142,8 +142,8 @@ def test_chunks_and_attack_batches_follow_the_budget(data):
     x, y = data.images, data.labels
     per = memory_per_image(m, x)
     clear_chunk_cache()
-    with memory_budget(40 * per):
-        assert memory_cap(m, x) == 20  # half the budget: the rest is slack
+    with memory_budget(60 * per):
+        assert memory_cap(m, x) == 20  # a third of the budget: the rest is slack
         d = get_direction(m, x, y)
         tr = trajectory(m, x, d, T=21, E=0.05, chunk_size=4096)  # an explicit chunk is lowered to fit
         assert max(tr.meta["chunks"]) == 20
@@ -166,7 +166,7 @@ def test_small_budget_leaves_run_results_unchanged(tmp_path):
             "deepfool": {"steps": 20}}
     m = robcurve.load_model("zoo:vit-fmnist")
     x = robcurve.load_dataset("fashion-mnist-embedded", n=8).images
-    small = 6 * memory_per_image(m, x)  # trajectory chunks of 3 images; attack sub-batches of 1
+    small = 9 * memory_per_image(m, x)  # trajectory chunks of 3 images; attack sub-batches of 1
     assert attack_batch_cap(m, x, small) < 8
     clear_chunk_cache()
     ca, cb = load_config(None, {**base, "out": str(tmp_path / "a")}), load_config(None, {**base, "max_memory": int(small), "out": str(tmp_path / "b")})

@@ -76,12 +76,12 @@ def test_trajectory_auto_batch_size_equals_raw_forwards_and_is_cached(vit, data)
     d = get_direction(vit, x, data.labels[:6])
     clear_chunk_cache()
     per_image = memory_per_image(vit, x)
-    budget = 80 * per_image  # cap 40 images (half the budget): candidates 16 and 32, then the re-check
+    budget = 120 * per_image  # cap 40 images (a third of the budget): candidates 16 and 32, then the re-check
     first = trajectory(vit, x, d, T=41, E=0.05, memory_budget=budget)
     choice = first.meta["chunk_choice"]
     assert first.meta["chunk_mode"] == "auto" and choice["measured"] and choice["cap"] == 40
     assert set(choice["rates"]) == {16, 32} and first.chunk_size in (16, 32)
-    assert 2 * first.chunk_size * per_image <= budget
+    assert 3 * first.chunk_size * per_image <= budget
     assert sum(first.meta["chunks"]) == 6 * 41 and max(first.meta["chunks"]) <= 40
     # every output is exactly the model's forward of its input in the batch it ran in
     lg, ft = raw_forwards(vit, x, d, first.eps, first.meta["chunks"])
