@@ -61,7 +61,6 @@ def child(args: argparse.Namespace) -> None:
         torch.cuda.reset_peak_memory_stats()
     else:
         base = _rss()
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     t = time.perf_counter()
     run(cfg, progress=False, summarize=False)  # the measuring phase
     sec = time.perf_counter() - t
@@ -73,7 +72,7 @@ def child(args: argparse.Namespace) -> None:
     write_outputs(store, args.out)  # the summary (tables, bootstraps, plots), after it
     store.close()
     total = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    print(json.dumps({"base": base, "peak": peak, "peak_before": before, "total_peak": total,
+    print(json.dumps({"base": base, "peak": peak, "total_peak": total,
                       "budget": budget_bytes(args.device), "seconds": sec}))
 
 

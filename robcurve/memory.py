@@ -60,25 +60,25 @@ def parse_memory(value: int | float | str, where: str = "max_memory") -> int | s
     """
     fix = "give bytes or a size with a unit, e.g. 2GiB, 512MiB, 4GB, or a share of the free memory, e.g. 25%"
     if isinstance(value, bool):
-        raise RobcurveError(f"{where}: {value!r} is not a memory size", fix=fix)
+        raise RobcurveError(f"{value!r} is not a memory size", where=where, fix=fix)
     if isinstance(value, (int, float)):
         if not value >= 1 or value != value or value == float("inf"):
-            raise RobcurveError(f"{where}: memory size must be at least 1 byte, got {value!r}", fix=fix)
+            raise RobcurveError(f"memory size must be at least 1 byte, got {value!r}", where=where, fix=fix)
         return int(value)
     if isinstance(value, str):
         m = _PERCENT.match(value)
         if m:
             pct = float(m.group(1))
             if not 0 < pct <= 100:
-                raise RobcurveError(f"{where}: a share of the free memory must be in (0, 100]%, got {value!r}", fix=fix)
+                raise RobcurveError(f"a share of the free memory must be in (0, 100]%, got {value!r}", where=where, fix=fix)
             return f"{pct:g}%"
         m = _SIZE.match(value)
         if m and m.group(2).lower() in _UNITS:
             n = float(m.group(1)) * _UNITS[m.group(2).lower()]
             if n >= 1:
                 return int(n)
-        raise RobcurveError(f"{where}: cannot read {value!r} as a memory size", fix=fix)
-    raise RobcurveError(f"{where}: {type(value).__name__} is not a memory size", fix=fix)
+        raise RobcurveError(f"cannot read {value!r} as a memory size", where=where, fix=fix)
+    raise RobcurveError(f"{type(value).__name__} is not a memory size", where=where, fix=fix)
 
 
 def free_memory(device: torch.device | str) -> int:

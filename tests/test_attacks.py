@@ -27,13 +27,7 @@ from robcurve.attacks import (
 )
 from robcurve.errors import RobcurveError
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def linear_model(k: int, seed: int = 0) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
