@@ -13,9 +13,9 @@ Models (``--models``, comma list; ``all`` = every one):
 
 What every comparison holds fixed: the same images and labels for every contender, the same
 torch thread count (``--threads``), parameters frozen (``requires_grad_(False)``) for robcurve
-and the peer libraries alike, and timings interleaved (contender A, B, A, B, …) so that load
-from other processes hits all of them alike; each ratio is shown as ``median [min-max]`` over
-the per-repeat ratios.
+and the peer libraries alike, and timings interleaved with a rotating order (A, B, C, then
+B, C, A, …) so that load from other processes and the state one run leaves behind hit all of
+them alike; each ratio is shown as ``median [min-max]`` over the per-repeat ratios.
 """
 
 from __future__ import annotations
@@ -113,12 +113,18 @@ def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
 
 
 def interleaved(contenders: dict[str, Callable[[], Any]], repeats: int) -> tuple[dict[str, list[float]], dict[str, Any]]:
-    """Run every contender once per repeat, in turn; return the times (s) and the last results."""
+    """Run every contender once per repeat, in turn; return the times (s) and the last results.
+
+    The order rotates by one contender per repeat (A B C, B C A, C A B, ...), so no contender
+    always runs right after the same other one (allocator and cache state carry over).
+    """
     times: dict[str, list[float]] = {k: [] for k in contenders}
     last: dict[str, Any] = {}
-    for _ in range(repeats):
-        for k, fn in contenders.items():
-            t, last[k] = timed(fn)
+    names = list(contenders)
+    for r in range(repeats):
+        for i in range(len(names)):
+            k = names[(r + i) % len(names)]
+            t, last[k] = timed(contenders[k])
             times[k].append(t)
     return times, last
 
