@@ -186,6 +186,21 @@ def test_pgd_batch_size_does_not_change_result(vit):
     assert (a.x_adv - b.x_adv).abs().max() < 1e-5
 
 
+@pytest.mark.parametrize("early_stop", [False, True])
+def test_pgd_one_budget_equals_per_sample_budgets(vit, early_stop):
+    """A float budget takes the scalar-bound step, a tensor of budgets the per-row one: same bits."""
+    model, x, y = vit
+    n = len(x)
+    a = pgd(model, x, y, eps=0.03, steps=5, early_stop=early_stop)
+    b = pgd(model, x, y, eps=torch.full((n,), 0.03), steps=5, early_stop=early_stop)
+    assert torch.equal(a.x_adv, b.x_adv) and torch.equal(a.pred_adv, b.pred_adv)
+    mixed = torch.full((n,), 0.03)
+    mixed[0] = 0.01  # budgets differ: the per-row path; the other rows are unchanged by it
+    c = pgd(model, x, y, eps=mixed, steps=5, early_stop=early_stop)
+    assert torch.equal(c.x_adv[1:], a.x_adv[1:])
+    assert float(c.linf[0]) <= 0.01 + 1e-6 < float(a.linf[0])
+
+
 def test_pgd_distance_bracket_is_reproducible(vit):
     model, x, y = vit
     hi, steps = 0.2, 6
