@@ -46,7 +46,9 @@ import argparse
 import math
 import statistics
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -132,44 +134,68 @@ def bench_deepfool(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, arg
               f"vs {out['df_backwards'][1]:.1f}")
 
 
-def pgd_overhead(x: torch.Tensor, y: torch.Tensor, k: int, repeats: int = 200) -> dict[str, float]:
-    """Milliseconds per call on a linear model over ``x``'s shape (medians of ``repeats`` interleaved calls).
+def pgd_eps(x: torch.Tensor) -> float:
+    """The PGD budget of the benchmark: 0.1 at 28 px grey, 8/255 at 32 px colour."""
+    return 0.1 if x.shape[1] == 1 else 8 / 255
 
-    ``ours``: robcurve's PGD-10 without early stop, clean logits passed; ``raw+check``: 10
-    forward+backward passes + 1 forward; ``torchattacks+check``: torchattacks.PGD + 1 forward.
-    The model costs next to nothing, so the differences are each contender's own cost per call
-    (step arithmetic, bookkeeping, the result), timed precisely where the real models' ratios
-    lie within their run-to-run noise.
+
+def pgd_contenders(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, clean: torch.Tensor) -> dict[str, Callable[[], Any]]:
+    """The PGD-10 contenders on one model and batch (the same images, budget, step and start for each).
+
+    ``ours`` / ``ours_es``: robcurve without / with early stop, clean logits passed;
+    ``torchattacks``: torchattacks.PGD alone; ``torchattacks+check``: it and the forward its user
+    needs for robust accuracy; ``raw``: 10 forward+backward passes; ``raw+check``: and 1 forward.
     """
     import torchattacks
 
     from robcurve.attacks import pgd
 
+    eps = pgd_eps(x)
+    pk = dict(eps=eps, norm="Linf", steps=10, seed=0)
+    ta = torchattacks.PGD(model, eps=eps, alpha=2.5 * eps / 10, steps=10, random_start=True)
+
+    def ta_direct() -> torch.Tensor:
+        torch.manual_seed(0)  # the draw robcurve's seeded generator makes (bit-identical on the CPU)
+        return ta(x, y)
+
+    def ta_checked() -> tuple[torch.Tensor, torch.Tensor]:
+        adv = ta_direct()
+        with torch.no_grad():
+            return adv, model(adv)
+
+    def raw_checked() -> None:
+        raw_fb(model, x, y, 10)
+        with torch.no_grad():
+            model(x)
+
+    return {
+        "ours": lambda: pgd(model, x, y, early_stop=False, clean_logits=clean, **pk),
+        "torchattacks+check": ta_checked,
+        "raw+check": raw_checked,
+        "torchattacks": ta_direct,
+        "raw": lambda: raw_fb(model, x, y, 10),
+        "ours_es": lambda: pgd(model, x, y, clean_logits=clean, **pk),
+    }
+
+
+def pgd_overhead(x: torch.Tensor, y: torch.Tensor, k: int, repeats: int = 200) -> dict[str, float]:
+    """Milliseconds per call of ``ours``, ``raw+check`` and ``torchattacks+check`` (:func:`pgd_contenders`)
+    on a linear model over ``x``'s shape, medians of ``repeats`` interleaved calls.
+
+    The model costs next to nothing, so the differences are each contender's own cost per call
+    (step arithmetic, bookkeeping, the result), timed precisely where the real models' ratios
+    lie within their run-to-run noise.
+    """
     torch.manual_seed(0)
     lin = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(x[0].numel(), k)).eval().requires_grad_(False)
     with torch.no_grad():
         clean = lin(x)
-    eps = 0.1 if x.shape[1] == 1 else 8 / 255
-    ta = torchattacks.PGD(lin, eps=eps, alpha=2.5 * eps / 10, steps=10, random_start=True)
-
-    def raw_checked() -> None:
-        raw_fb(lin, x, y, 10)
-        with torch.no_grad():
-            lin(x)
-
-    def ta_checked() -> None:
-        adv = ta(x, y)
-        with torch.no_grad():
-            lin(adv)
-
-    times, _ = interleaved({"ours": lambda: pgd(lin, x, y, eps=eps, steps=10, seed=0, early_stop=False, clean_logits=clean),
-                            "raw+check": raw_checked, "torchattacks+check": ta_checked}, repeats)
-    return {k: 1e3 * statistics.median(v) for k, v in times.items()}
+    every = pgd_contenders(lin, x, y, clean)
+    times, _ = interleaved({c: every[c] for c in ("ours", "raw+check", "torchattacks+check")}, repeats)
+    return {c: 1e3 * statistics.median(v) for c, v in times.items()}
 
 
 def bench_model(name: str, args: argparse.Namespace) -> dict:
-    from robcurve.attacks import pgd
-
     model = build_model(name)
     x, y, what = images(name, model, args.n)
     with torch.no_grad():
@@ -183,35 +209,9 @@ def bench_model(name: str, args: argparse.Namespace) -> dict:
         bench_deepfool(model, x, y, args, out)
     # -- PGD ------------------------------------------------------------------------------------------
     if args.only in ("all", "pgd"):
-        import torchattacks
-
-        eps = 0.1 if x.shape[1] == 1 else 8 / 255
-        pk = dict(eps=eps, norm="Linf", steps=10, seed=0)
-        ta = torchattacks.PGD(model, eps=eps, alpha=2.5 * eps / 10, steps=10, random_start=True)
-
-        def ta_direct() -> torch.Tensor:
-            torch.manual_seed(0)  # the draw robcurve's seeded generator makes (bit-identical on the CPU)
-            return ta(x, y)
-
-        def ta_checked() -> tuple[torch.Tensor, torch.Tensor]:
-            adv = ta_direct()
-            with torch.no_grad():
-                return adv, model(adv)  # the forward a torchattacks user needs for robust accuracy
-
-        def raw_checked() -> None:
-            raw_fb(model, x, y, 10)
-            with torch.no_grad():
-                model(x)
-
+        eps = pgd_eps(x)
         raw_fb(model, x, y, calls=1)
-        times, last = interleaved({
-            "ours": lambda: pgd(model, x, y, early_stop=False, clean_logits=clean, **pk),
-            "torchattacks+check": ta_checked,
-            "raw+check": raw_checked,
-            "torchattacks": ta_direct,
-            "raw": lambda: raw_fb(model, x, y, 10),
-            "ours_es": lambda: pgd(model, x, y, clean_logits=clean, **pk),
-        }, args.pgd_repeats)
+        times, last = interleaved(pgd_contenders(model, x, y, clean), args.pgd_repeats)
         out["pgd_ta"] = ratios(times["torchattacks+check"], times["ours"])
         out["pgd_raw"] = ratios(times["raw+check"], times["ours"])
         out["pgd_ta_fastest"] = min(times["torchattacks+check"]) / min(times["ours"])
@@ -226,7 +226,7 @@ def bench_model(name: str, args: argparse.Namespace) -> dict:
         oh = pgd_overhead(x, y, int(clean.shape[1]))
         own, base, ta_own = oh["ours"] - oh["raw+check"], min(times["raw+check"]), oh["torchattacks+check"] - oh["raw+check"]
         out["pgd_own_ms"], out["pgd_ta_own_ms"] = own, ta_own
-        out["pgd_implied"] = out["pgd_raw_implied"] = base / (base + own / 1e3)
+        out["pgd_raw_implied"] = base / (base + own / 1e3)
         out["pgd_ta_implied"] = (base + ta_own / 1e3) / (base + own / 1e3)
         out["pgd_diff"] = float((last["ours"].x_adv - last["torchattacks+check"][0]).abs().max())
         out["pgd_pred_same"] = bool((last["ours"].pred_adv == last["torchattacks+check"][1].argmax(1)).all())
@@ -241,7 +241,7 @@ def bench_model(name: str, args: argparse.Namespace) -> dict:
         print(f"  own cost beyond the model passes, per call (on a linear model, medians of 200: ours {oh['ours']:.2f} ms, "
               f"torchattacks + check {oh['torchattacks+check']:.2f} ms, raw + check {oh['raw+check']:.2f} ms): robcurve "
               f"{own:.2f} ms, torchattacks {ta_own:.2f} ms; with this model's fastest raw + check ({base:.3f} s) that is "
-              f"{out['pgd_implied']:.3f}x raw + check and {out['pgd_ta_implied']:.3f}x torchattacks + check")
+              f"{out['pgd_raw_implied']:.3f}x raw + check and {out['pgd_ta_implied']:.3f}x torchattacks + check")
         print(f"  without the check: {spread(out['pgd_ta_alone'])}x torchattacks.PGD alone, raw 10 f+b fastest runs "
               f"{out['pgd_raw_alone_fastest']:.2f}x, per repeat {spread(out['pgd_raw_alone'])}x; its ceiling raw / (raw + 1 f) "
               f"{out['pgd_ceiling_fastest']:.3f} (fastest runs), {spread(out['pgd_ceiling'])} per repeat")
@@ -282,7 +282,7 @@ def main(argv: list[str] | None = None) -> None:
                      f"{col(r, 'df_ta')} ({r['df_ta_n']} img)" if "df_ta" in r else "-", col(r, "df_restrict_speedup"),
                      f"{col(r, 'pgd_ta_fastest')}; {col(r, 'pgd_ta')}" if "pgd_ta" in r else "-",
                      f"{col(r, 'pgd_raw_fastest')}; {col(r, 'pgd_raw')}" if "pgd_raw" in r else "-",
-                     f"{col(r, 'pgd_own_ms')} / {col(r, 'pgd_ta_own_ms')} ms -> {col(r, 'pgd_implied', '{:.3f}')} / "
+                     f"{col(r, 'pgd_own_ms')} / {col(r, 'pgd_ta_own_ms')} ms -> {col(r, 'pgd_raw_implied', '{:.3f}')} / "
                      f"{col(r, 'pgd_ta_implied', '{:.3f}')}" if "pgd_own_ms" in r else "-",
                      f"{col(r, 'pgd_raw_alone_fastest')} (ceiling {col(r, 'pgd_ceiling_fastest', '{:.3f}')})"
                      if "pgd_raw" in r else "-", col(r, "pgd_noise", "{:.0%}"), col(r, "pgd_diff", "{:.0e}"),
