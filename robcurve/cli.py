@@ -61,6 +61,9 @@ def bench(
     weights: Annotated[str | None, typer.Option(help="weights file for timm: models (or 'random')")] = None,
     model_kwargs: Annotated[str | None, typer.Option(help='model constructor arguments as JSON, e.g. \'{"in_chans": 1}\' (timm create_model kwargs)')] = None,
     model_dir: Annotated[str | None, typer.Option(help="RobustBench model dir (<dir>/<dataset>/<threat>/<name>.pt)")] = None,
+    threads: Annotated[int | None, typer.Option(help="torch CPU threads (default: the CPUs this process may use)")] = None,
+    mean: Annotated[str | None, typer.Option(help="input mean per channel, overriding the model source's: 0.5 or 0.485,0.456,0.406")] = None,
+    std: Annotated[str | None, typer.Option(help="input std per channel, overriding the model source's: 0.5 or 0.229,0.224,0.225")] = None,
     n: Annotated[int | None, typer.Option(help="number of samples (seeded selection)")] = None,
     batch_size: Annotated[int | None, typer.Option(help="samples per batch (results are stored per batch)")] = None,
     device: Annotated[str | None, typer.Option(help="cpu | cuda | cuda:N")] = None,
@@ -86,7 +89,7 @@ def bench(
 
     flags = dict(model=model, attack=attack, attack_backend=attack_backend, dataset=dataset, data_dir=data_dir, threat_model=threat_model, weights=weights, model_kwargs=model_kwargs,
                  model_dir=model_dir, n=n, batch_size=batch_size, device=device, seed=seed, dtype=dtype, autocast=autocast,
-                 max_memory=max_memory, out=out)
+                 max_memory=max_memory, out=out, mean=mean, std=std, threads=threads)
     overrides = {k: v for k, v in flags.items() if v is not None and k in FLAG_FIELDS}
     if measurements is not None:
         overrides["measurements"] = [m.strip() for m in measurements.split(",") if m.strip()]
@@ -108,11 +111,12 @@ def bench(
 
 
 @app.command()
-def summarize(run_dir: Annotated[Path, typer.Argument(help="a run folder written by robcurve bench")]) -> None:
+def summarize(run_dir: Annotated[Path, typer.Argument(help="a run folder written by robcurve bench")],
+              partial: Annotated[bool, typer.Option("--partial", help="summarise an incomplete run (marked; no entry.json)")] = False) -> None:
     """Rebuild every output of a run (summary, entry.json, CSVs, plots) from its store; no model is loaded."""
     from robcurve.run.summary import summarize as _summarize
 
-    s = _summarize(run_dir)
+    s = _summarize(run_dir, partial=partial)
     typer.echo(s["markdown"])
 
 

@@ -75,8 +75,10 @@ def parse_memory(value: int | float | str, where: str = "max_memory") -> int | s
         m = _SIZE.match(value)
         if m and m.group(2).lower() in _UNITS:
             n = float(m.group(1)) * _UNITS[m.group(2).lower()]
-            if n >= 1:
+            if n != float("inf") and n >= 1:
                 return int(n)
+            if n == float("inf"):
+                raise RobcurveError(f"memory size {value!r} is too large to be a number of bytes", where=where, fix=fix)
         raise RobcurveError(f"cannot read {value!r} as a memory size", where=where, fix=fix)
     raise RobcurveError(f"{type(value).__name__} is not a memory size", where=where, fix=fix)
 

@@ -42,10 +42,13 @@ def finite(v: np.ndarray) -> np.ndarray:
     return v[np.isfinite(v)]
 
 
-def median_censored(v: np.ndarray) -> float:
+def median_censored(v: np.ndarray, cap: float | None = None) -> float:
     """Median with censored values given as +inf (ranked above every finite value).
 
-    ``inf`` when the median falls among censored samples; NaN for an empty array.
+    ``inf`` when the median falls among censored samples. For an even count whose upper middle
+    value is censored but the lower one is not, the median is bounded below: with the search
+    limit ``cap`` (every censored value is at least ``cap``) it is at least (a + cap) / 2,
+    which is returned (a lower bound, finite); without ``cap``, ``inf``. NaN for an empty array.
     """
     v = np.sort(np.asarray(v, dtype=float))
     v = v[~np.isnan(v)]
@@ -55,7 +58,9 @@ def median_censored(v: np.ndarray) -> float:
     if k % 2:
         return float(v[k // 2])
     a, b = v[k // 2 - 1], v[k // 2]
-    return float(b) if math.isinf(b) else float((a + b) / 2)
+    if math.isinf(b):
+        return float((a + cap) / 2) if cap is not None and not math.isinf(a) else math.inf
+    return float((a + b) / 2)
 
 
 def finite_mean(v: np.ndarray) -> float:
@@ -195,4 +200,5 @@ def ece_perfect(conf: np.ndarray, correct: np.ndarray, n_bins: int, draws: int, 
         sim = (rng.random((k, n)) < conf[None]).astype(float)
         out[s:s + k] = np.abs(sim @ onehot - sc[None]).sum(1) / n
     lo, hi = np.percentile(out, [2.5, 97.5])
-    return float(out.mean()), float(lo), float(hi), float((out >= obs - 1e-12).mean())
+    # (count + 1) / (draws + 1): the observed ECE counts as one draw, so p is never exactly 0
+    return float(out.mean()), float(lo), float(hi), float(((out >= obs - 1e-12).sum() + 1) / (draws + 1))

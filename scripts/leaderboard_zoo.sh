@@ -9,7 +9,9 @@ RC=${ROBCURVE:-.venv/bin/robcurve}
 MODELS=${MODELS:-"zoo:vit-fmnist zoo:swin-fmnist zoo:resnet-fmnist zoo:convnext-fmnist zoo:vit-fmnist-at zoo:resnet-fmnist-at zoo:resnet-fmnist@3 zoo:vit-fmnist@8"}
 for m in $MODELS; do
   out="runs/leaderboard/$(echo "$m" | tr ':@' '--')"
-  "$RC" bench --model "$m" --config configs/leaderboard-fmnist.yaml --out "$out" --no-progress > "$out.log" 2>&1 || { mkdir -p "$(dirname "$out")"; "$RC" bench --model "$m" --config configs/leaderboard-fmnist.yaml --out "$out" --no-progress; }
-  [ "${SUBMIT:-1}" = 1 ] && "$RC" submit "$out" --seed 0
+  mkdir -p "$(dirname "$out")"
+  "$RC" bench --model "$m" --config configs/leaderboard-fmnist.yaml --out "$out" --no-progress ${THREADS:+--threads $THREADS} > "$out.log" 2>&1 || { "$RC" bench --model "$m" --config configs/leaderboard-fmnist.yaml --out "$out" --no-progress; }
+  # --replace: a re-measured model replaces its entry (the old entry's digest goes to leaderboards/history.jsonl)
+  [ "${SUBMIT:-1}" = 1 ] && "$RC" submit "$out" --seed 0 --replace
 done
 "$RC" leaderboard render

@@ -755,3 +755,227 @@ def test_check_budget_accepts_what_it_should():
     assert check_positive_int("steps", 3.0) == 3
     with pytest.raises(InputError, match="steps must be an integer"):
         check_positive_int("steps", True)
+
+
+# -- leaderboard integrity (issue 21): forged fields, overwrites, bounded reads, tracebacks ----------
+SHIPPED_BOARD = ROOT / "leaderboards" / "fashion-mnist" / "Linf"
+SHIPPED_ID = "zoo-vit-fmnist"
+
+
+def _board(t: Ctx) -> Path:
+    """A leaderboard root holding one shipped (signed) entry, its samples and the board's protocol."""
+    root = t.tmp / "lb"
+    d = _mkdirs(root / "fashion-mnist" / "Linf")
+    for name in (f"{SHIPPED_ID}.json", f"{SHIPPED_ID}.samples.jsonl.gz", "protocol.yaml"):
+        (d / name).write_bytes((SHIPPED_BOARD / name).read_bytes())
+    return root
+
+
+def _edit_entry(edit: Callable[[dict], object]) -> Callable[[Ctx], list[str]]:
+    """``leaderboard verify --no-remeasure`` on the shipped entry after ``edit`` changed its JSON."""
+    def build(t: Ctx) -> list[str]:
+        root = _board(t)
+        p = root / "fashion-mnist" / "Linf" / f"{SHIPPED_ID}.json"
+        d = json.loads(p.read_text())
+        edit(d)
+        p.write_text(json.dumps(d, indent=2))
+        return ["leaderboard", "verify", str(p), "--no-remeasure"]
+
+    return build
+
+
+def _set(path: str, value) -> Callable[[dict], None]:
+    def edit(d: dict) -> None:
+        *parents, last = path.split(".")
+        for k in parents:
+            d = d[k]
+        d[last] = value
+
+    return edit
+
+
+def _with_samples(write: Callable[[Path], object]) -> Callable[[Ctx], list[str]]:
+    def build(t: Ctx) -> list[str]:
+        root = _board(t)
+        s = root / "fashion-mnist" / "Linf" / f"{SHIPPED_ID}.samples.jsonl.gz"
+        s.unlink()
+        write(s)
+        return ["leaderboard", "verify", str(s.with_name(f"{SHIPPED_ID}.json")), "--no-remeasure"]
+
+    return build
+
+
+def _gzip_bomb(p: Path) -> None:
+    with gzip.open(p, "wb", compresslevel=9) as f:
+        f.write(b'{"meta": {}}\n')
+        zeros = b"0" * (1 << 20)
+        for _ in range(300):  # 300 MiB of '0' compress to ~300 kB
+            f.write(zeros)
+
+
+def _gz_lines(*lines: str) -> Callable[[Path], None]:
+    return lambda p: p.write_bytes(gzip.compress(("\n".join(lines) + "\n").encode()))
+
+
+def _entry_kind(kind: str) -> Callable[[Ctx], list[str]]:
+    """An entry file that is not a regular file inside the board."""
+    def build(t: Ctx) -> list[str]:
+        root = _board(t)
+        p = root / "fashion-mnist" / "Linf" / "odd.json"
+        if kind == "symlink-zero":
+            p.symlink_to("/dev/zero")
+        elif kind == "symlink-outside":
+            outside = t.file("outside.json", (SHIPPED_BOARD / f"{SHIPPED_ID}.json").read_text())
+            p.symlink_to(outside)
+        elif kind == "fifo":
+            import os
+
+            os.mkfifo(p)
+        return ["leaderboard", "verify", str(p), "--no-remeasure"]
+
+    return build
+
+
+def _deep(depth: int = 100_000) -> str:
+    return "[" * depth + "]" * depth
+
+
+def _deep_entry(cmd: str) -> Callable[[Ctx], list[str]]:
+    def build(t: Ctx) -> list[str]:
+        root = _board(t)
+        p = root / "fashion-mnist" / "Linf" / "deep.json"
+        p.write_text('{"name": "x", "footnote": ' + _deep() + "}")
+        if cmd == "list":
+            return ["leaderboard", "--root", str(root)]
+        if cmd == "import":
+            return ["leaderboard", "import", str(p), "--root", str(t.tmp / "lb2")]
+        return ["leaderboard", "verify", str(p), "--no-remeasure"]
+
+    return build
+
+
+def _import_files(files: dict[str, str], existing: bool = False) -> Callable[[Ctx], list[str]]:
+    def build(t: Ctx) -> list[str]:
+        src = _mkdirs(t.tmp / "rb" / "cifar10" / "Linf")
+        for name, text in files.items():
+            (src / name).write_text(text)
+        root = t.tmp / "lb-import"
+        if existing:
+            (_mkdirs(root / "cifar10" / "Linf") / "Model-A.json").write_text('{"name": "old"}')
+        return ["leaderboard", "import", str(t.tmp / "rb"), "--root", str(root)]
+
+    return build
+
+
+_RB = json.dumps({"name": "A", "dataset": "cifar10", "threat_model": "Linf", "eps": "8/255", "clean_acc": "90.1",
+                  "autoattack_acc": "60.2"})
+
+
+def _import_fifo(t: Ctx) -> list[str]:
+    import os
+
+    p = t.tmp / "rb.json"
+    os.mkfifo(p)
+    return ["leaderboard", "import", str(p), "--root", str(t.tmp / "lb-import")]
+
+
+def _empty_root(cmd: str) -> Callable[[Ctx], list[str]]:
+    return lambda t: ["leaderboard", *([cmd] if cmd else []), "--root", str(_mkdirs(t.tmp / "empty-lb"))]
+
+
+def _protocol(text: str) -> Callable[[Ctx], list[str]]:
+    def build(t: Ctx) -> list[str]:
+        root = _board(t)
+        (root / "fashion-mnist" / "Linf" / "protocol.yaml").write_text(text)
+        return ["submit", str(t.tmp / "no-run"), "--root", str(root)]
+
+    return build
+
+
+LB_CASES: list[tuple[str, Callable[[Ctx], list[str]], str]] = [
+    # forged fields that rank or group (21.1)
+    ("forged-autoattack", _edit_entry(_set("autoattack_acc", 99.9)), r"field its per-sample results do not give \(entry\.autoattack_acc"),
+    ("forged-reported", _edit_entry(_set("reported", 88.0)), r"entry\.reported"),
+    ("forged-family", _edit_entry(_set("robcurve.model.family", "cnn")), r"model block .* differs"),
+    ("forged-series", _edit_entry(_set("robcurve.series", {"of": "zoo:vit-fmnist", "epoch": 3})), r"entry\.robcurve\.series"),
+    ("forged-n", _edit_entry(_set("robcurve.n", 1000)), r"entry\.robcurve\.n"),
+    ("forged-sample-ids", _edit_entry(lambda d: d["robcurve"]["sample_ids"].reverse()), r"robcurve\.sample_ids"),
+    ("forged-eps", _edit_entry(_set("eps", 0.3)), r"entry\.eps"),
+    ("forged-unreliable", _edit_entry(_set("unreliable", True)), r"entry\.unreliable: added"),
+    ("forged-additional-data", _edit_entry(_set("additional_data", True)), r"entry\.additional_data"),
+    ("forged-clean-acc", _edit_entry(_set("clean_acc", 99.0)), r"clean_acc"),
+    ("forged-metric", _edit_entry(lambda d: d["robcurve"]["metrics"][0].update(value=0.01)), r"numbers differ .*tampered"),
+    ("forged-verification", _edit_entry(_set("robcurve.verification.compared", 10**6)), r"content digest differs"),
+    ("forged-flags", _edit_entry(_set("robcurve.flags", ["below-chance"])), r"flagged below chance but is not|content digest"),
+    ("unsigned-entry", _edit_entry(lambda d: d["robcurve"]["verification"].pop("content_digest")), r"no content digest.*--sign"),
+    ("sign-needs-remeasure", lambda t: [*_edit_entry(lambda d: d["robcurve"]["verification"].pop("content_digest"))(t), "--sign"],
+     r"--sign needs the re-measurement"),
+    # bounded reading (21.4)
+    ("samples-gzip-bomb", _with_samples(_gzip_bomb), r"decompression bomb"),
+    ("samples-first-line-list", _with_samples(_gz_lines("[1, 2]")), r"first line is not the meta record"),
+    ("samples-bad-row", _with_samples(_gz_lines('{"meta": {}}', '{"a": 1}')), r"line 2 is not a \[sample"),
+    ("samples-deep-line", _with_samples(_gz_lines('{"meta": {}}', _deep())), r"nests JSON deeper"),
+    ("samples-not-gzip", _with_samples(lambda p: p.write_bytes(b"plain text")), r"per-sample file .* is damaged"),
+    ("entry-symlink-dev-zero", _entry_kind("symlink-zero"), r"is a symbolic link"),
+    ("entry-symlink-outside", _entry_kind("symlink-outside"), r"is a symbolic link"),
+    ("entry-fifo", _entry_kind("fifo"), r"is a FIFO, not a regular"),
+    ("entry-deep-json-verify", _deep_entry("verify"), r"nests JSON deeper than 64"),
+    ("entry-deep-json-list", _deep_entry("list"), r"nests JSON deeper than 64"),
+    ("entry-deep-json-import", _deep_entry("import"), r"nests JSON deeper than 64"),
+    ("entry-too-large", lambda t: ["leaderboard", "verify", str(t.file("lb/fashion-mnist/Linf/big.json", " " * (9 << 20))),
+                                   "--no-remeasure"], r"more than the 8,388,608 a leaderboard entry may have"),
+    # imports: all or nothing, no silent collisions (21.2, 21.3)
+    ("import-id-collision", _import_files({"My Model.json": _RB, "My-Model.json": _RB}), r"My Model\.json and .*My-Model\.json would both become entry My-Model\.json"),
+    ("import-over-existing", _import_files({"Model-A.json": _RB}, existing=True), r"already exists .*nothing was imported"),
+    ("import-too-large", _import_files({"big.json": " " * (2 << 20)}), r"more than the 1,048,576"),
+    ("import-fifo", _import_fifo, r"is a FIFO"),
+    ("import-missing", lambda t: ["leaderboard", "import", str(t.tmp / "nope"), "--root", str(t.tmp / "lb")], r"no such file or folder"),
+    # empty folders, names, formats (21.7, 22.10)
+    ("render-empty", _empty_root("render"), r"no entries in .*nothing to render"),
+    ("relations-empty", _empty_root("relations"), r"no entries in"),
+    ("list-empty", _empty_root(""), r"no entries in"),
+    ("dataset-typo", lambda t: ["leaderboard", "--dataset", "fashion-mnst", "--root", str(_board(t))], r"did you mean 'fashion-mnist'"),
+    ("threat-typo", lambda t: ["leaderboard", "--threat", "linf", "--root", str(_board(t))], r"did you mean 'Linf'"),
+    ("relations-dataset-typo", lambda t: ["leaderboard", "relations", "--dataset", "cifar", "--root", str(_board(t))], r"unknown dataset 'cifar'"),
+    ("format-unknown", lambda t: ["leaderboard", "--format", "xml", "--root", str(_board(t))], r"unknown format 'xml'"),
+    # argument checks before any measuring (21.7)
+    ("verify-n-0", lambda t: ["leaderboard", "verify", str(_board(t) / "fashion-mnist" / "Linf" / f"{SHIPPED_ID}.json"), "--n", "0"], r"at least 1"),
+    ("verify-rtol-inf", lambda t: ["leaderboard", "verify", "--all", "--root", str(_board(t)), "--rtol", "inf"], r"--rtol must be a finite number"),
+    ("verify-entry-and-all", lambda t: ["leaderboard", "verify", "x.json", "--all"], r"pass one entry file or --all"),
+    ("verify-all-forged", lambda t: [*_edit_entry(_set("autoattack_acc", 99.9))(t)[:2], "--all", "--no-remeasure", "--root", str(t.tmp / "lb")],
+     r"1 of 1 entries failed verification"),
+    ("submit-verify-n-0", lambda t: ["submit", str(t.run), "--verify-n", "0"], r"at least 1"),
+    ("submit-rtol-inf", lambda t: ["submit", str(t.run), "--rtol", "inf"], r"--rtol must be a finite number"),
+    ("submit-atol-negative", lambda t: ["submit", str(t.run), "--atol", "-1"], r"--atol must be a finite number >= 0"),
+    ("submit-id-dotdot", lambda t: ["submit", str(t.run), "--id", "../x"], r"could leave the leaderboard folder"),
+    ("submit-id-spaces", lambda t: ["submit", str(t.run), "--id", "My Model"], r"not a safe file name.*--id My-Model"),
+    ("protocol-malformed", _protocol("config: 3\n"), r"must name the protocol's config file and its digest"),
+    ("protocol-not-yaml", _protocol("config: [\n"), r"is not valid YAML"),
+    ("max-memory-1e400", bench("--max-memory", "1e400"), r"too large to be a number of bytes"),
+]
+
+
+@pytest.mark.parametrize("case_id,build,needle", LB_CASES, ids=[c[0] for c in LB_CASES])
+def test_leaderboard_bad_input_one_line(ctx, capsys, case_id, build, needle):
+    argv = build(ctx)
+    if argv[0] == "bench":
+        argv = [*argv, "--out", str(ctx.run), "--no-progress"]
+    before = snapshot(ctx.run)
+    rc = main(argv)
+    cap = capsys.readouterr()
+    err = "\n".join(ln for ln in cap.err.splitlines() if not ln.startswith("robcurve: warning: not read"))
+    if case_id == "verify-all-forged":  # the FAIL line goes to stdout, the summary error to stderr
+        assert "FAIL" in cap.out and "autoattack_acc" in cap.out
+    line = one_error_line(rc, cap.out, err)
+    assert re.search(needle, line), line
+    assert snapshot(ctx.run) == before
+
+
+def test_leaderboard_cases_grew_by_forty():
+    assert len(LB_CASES) >= 40
+
+
+def test_python_dash_m_robcurve_works():
+    r = subprocess.run([sys.executable, "-m", "robcurve", "leaderboard", "--dataset", "fashion-mnst"],
+                       capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert r.returncode == 2 and "did you mean 'fashion-mnist'" in r.stderr and "Traceback" not in r.stderr

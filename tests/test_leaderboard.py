@@ -17,6 +17,7 @@ import pytest
 
 from robcurve.cli import main
 from robcurve.errors import RobcurveError
+from robcurve.leaderboard.integrity import content_digest
 from robcurve.leaderboard.io import entry_path, load_entries, read_entry
 from robcurve.leaderboard.render import relations, render_all, tidy
 from robcurve.leaderboard.schema import Entry
@@ -178,7 +179,7 @@ def test_unfinished_run_is_refused(run_dir, tmp_path, capsys):
     con.commit()
     con.close()
     assert main(["submit", str(d), "--root", str(tmp_path / "lb"), "--seed", "0"]) == 2
-    assert "not finished: travel (5/6)" in capsys.readouterr().err
+    assert "not finished: 1 measurement(s) incomplete (travel 5/6 samples stored)" in capsys.readouterr().err
 
 
 # -- relations and rendering --------------------------------------------------------------------------
@@ -189,8 +190,17 @@ def _synthetic(i: int, curv: float, travel: float, family: str, name: str | None
              "n": 100, "unit": "Linf eps", "direction": "higher"},
             {"metric": "pgd_robust_acc", "condition": "Linf eps=0.1", "value": 0.1 * i, "lo": None, "hi": None,
              "interval": "none", "n": 100, "unit": "fraction", "direction": "higher"}]
-    return {"name": name or f"model {i}", "id": f"m{i}", "dataset": "fashion-mnist", "threat_model": "Linf", "eps": 0.1,
-            "clean_acc": acc, "robcurve": {"version": "0", "model": {"family": family}, "n": 100, "metrics": rows}}
+    return signed({"name": name or f"model {i}", "id": f"m{i}", "dataset": "fashion-mnist", "threat_model": "Linf",
+                   "eps": 0.1, "clean_acc": acc, "robcurve": {"version": "0", "model": {"family": family}, "n": 100,
+                                                              "metrics": rows}})
+
+
+def signed(d: dict) -> dict:
+    """A synthetic entry with a verification record whose content digest holds (listed as verified)."""
+    d["robcurve"]["verification"] = {"samples": [0], "measurements": ["clean"], "compared": 1, "mismatches": 0,
+                                     "tolerance": {"rtol": 1e-3}, "seed": 0}
+    d["robcurve"]["verification"]["content_digest"] = content_digest(d)
+    return d
 
 
 def test_relations_across_models_are_exact_on_a_monotone_toy():
@@ -275,19 +285,34 @@ def test_html_page_in_a_real_headless_browser(tmp_path):
 
         before = ids()
         header = driver.find_element(By.CSS_SELECTOR, "#board th[data-col='clean']")
+        header.click()  # the first click sorts best first: highest clean accuracy on top
+        best = ids()
+        assert best != before and best[0] == "Example2022Aug"  # 94.1 % is the highest clean accuracy
+        assert "▼" in header.text
         header.click()
-        asc = ids()
-        assert asc != before and asc[-1] == "Example2022Aug"  # 94.1 % is the highest clean accuracy
-        header.click()
-        assert ids() == [i for i in asc[::-1]] or ids()[0] == "Example2022Aug"
+        assert ids()[-1] == "Example2022Aug" and "▲" in header.text
         Select(driver.find_element(By.CSS_SELECTOR, "select[data-key='family']")).select_by_value("transformer")
         visible = [r for r in driver.find_elements(By.CSS_SELECTOR, "#board tbody tr") if r.is_displayed()]
         assert len(visible) == 2
-        assert "curvedness" in driver.find_element(By.CSS_SELECTOR, "#board th[data-col='curvedness_median']").get_attribute("title")
+        assert "curvedness" in driver.find_element(By.CSS_SELECTOR, "#board th[data-col='headline_curvedness']").get_attribute("title")
         art = Path(os.environ.get("ROBCURVE_ARTIFACTS", ROOT / "runs" / "test-artifacts"))
         art.mkdir(parents=True, exist_ok=True)
-        driver.save_screenshot(str(art / "leaderboard.png"))
-        assert (art / "leaderboard.png").stat().st_size > 1000
+        for width in (1366, 400):
+            driver.set_window_size(width, 900)
+            driver.get((root / "index.html").as_uri())
+            over = driver.execute_script("return document.documentElement.scrollWidth - document.documentElement.clientWidth")
+            assert over <= 0, f"the page body overflows by {over} px at {width} px"
+            legend = driver.find_element(By.CSS_SELECTOR, "dl.legend")
+            assert legend.is_displayed() and "travel" in legend.text
+            driver.save_screenshot(str(art / f"leaderboard-{width}.png"))
+            assert (art / f"leaderboard-{width}.png").stat().st_size > 1000
+        # the scatter plots: one per relation, rho / exact p / n in the title, hover shows the model
+        title = driver.execute_script("return document.getElementById('plot-0').layout.title.text")
+        assert "exact p" in title and "n = 4 models" in title
+        driver.execute_script("Plotly.Fx.hover('plot-0', [{curveNumber: 0, pointNumber: 0}])")
+        hover = driver.execute_script("return [...document.querySelectorAll('#plot-0 .hovertext')].map(h => h.textContent).join(' ')")
+        assert any(m in hover for m in ("m1", "m2", "m3", "m9")), hover
+        assert driver.execute_script("return window.__pwned === undefined")
     finally:
         driver.quit()
 

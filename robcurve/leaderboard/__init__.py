@@ -9,6 +9,7 @@ For papers::
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -30,25 +31,40 @@ def import_robustbench(src: str | Path, root: str | Path = DEFAULT_ROOT, dataset
     """Import RobustBench model_info JSON files (a file or a folder) as rows without robcurve measurements.
 
     Dataset and threat model come from the file, else from its folders (RobustBench's
-    ``model_info/<dataset>/<threat>/<name>.json`` layout), else from the arguments.
+    ``model_info/<dataset>/<threat>/<name>.json`` layout), else from the arguments. Every file
+    is read (regular files only, bounded size and depth) and validated before anything is
+    written; then all are written under the board's lock, or none. Two files whose ids collide
+    (``My Model.json`` and ``My-Model.json``) are refused with both names. Each row keeps its
+    provenance: ``source: robustbench`` and the sha256 of the file it came from.
     """
-    import json
-
     from robcurve.errors import RobcurveError
-    from robcurve.leaderboard.io import entry_path, parse_entry, write_json
+    from robcurve.leaderboard.integrity import (
+        MAX_IMPORT_BYTES,
+        clean_staging,
+        commit_files,
+        loads,
+        locked,
+        read_bounded,
+        sha256_bytes,
+        staging_dir,
+    )
+    from robcurve.leaderboard.io import entry_path, parse_entry
     from robcurve.run.runner import slug
 
-    src = Path(src)
-    files = sorted(src.rglob("*.json")) if src.is_dir() else [src]
+    src, root = Path(src), Path(root)
+    if not src.exists():
+        raise RobcurveError(f"no such file or folder {src}", where=str(src), fix="pass a RobustBench model_info file or folder")
+    files = sorted(p for p in src.rglob("*.json") if not p.is_dir()) if src.is_dir() else [src]
     if not files:
         raise RobcurveError(f"no JSON files in {src}", where=str(src), fix="pass a RobustBench model_info file or folder")
-    written = []
+    planned: dict[Path, tuple[Path, dict]] = {}
     for f in files:
+        raw = read_bounded(f, MAX_IMPORT_BYTES, None, "RobustBench model_info file")
         try:
-            data = json.loads(f.read_text(encoding="utf-8"))
-        except (ValueError, UnicodeDecodeError) as e:
-            raise RobcurveError(f"{f} is not a JSON file ({type(e).__name__})", where=str(f),
-                                fix="pass RobustBench model_info JSON files") from None
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise RobcurveError(f"{f} is not UTF-8 text", where=str(f), fix="pass RobustBench model_info JSON files") from None
+        data = loads(text, str(f))
         if not isinstance(data, dict):
             raise RobcurveError(f"{f} must hold a JSON object", where=str(f), fix="pass RobustBench model_info JSON files")
         data = dict(data)
@@ -58,16 +74,32 @@ def import_robustbench(src: str | Path, root: str | Path = DEFAULT_ROOT, dataset
         data["dataset"], data["threat_model"] = ds, th
         data["imported"] = True
         data["id"] = slug(f.stem)
+        data["source"], data["source_sha256"] = "robustbench", sha256_bytes(raw)
         if family:
             data["family_"] = family
         data.pop("robcurve", None)
         e = parse_entry(data, str(f))
-        p = entry_path(Path(root), e.dataset, e.threat_model, e.id or slug(f.stem))
-        if p.exists():
-            old = read_entry(p)
-            if old.robcurve is not None:
-                raise RobcurveError(f"{p} already holds a measured entry", where=str(p),
-                                    fix="remove it first, or import under another name")
-        write_json(p, data)
-        written.append(p)
+        p = entry_path(root, e.dataset, e.threat_model, e.id or slug(f.stem))
+        if p in planned:
+            raise RobcurveError(f"{planned[p][0]} and {f} would both become entry {p.name} (ids collide)", where=str(f),
+                                fix="rename one of the two files; nothing was imported")
+        if p.exists() or p.is_symlink():
+            raise RobcurveError(f"{p} already exists (importing {f})", where=str(p),
+                                fix="remove it first or rename the file to import; nothing was imported")
+        planned[p] = (f, data)
+    written = []
+    with locked(root):
+        clean_staging(root)
+        stage = staging_dir(root)
+        moves = []
+        for i, (p, (_, data)) in enumerate(planned.items()):
+            tmp = stage / f"{i:06d}.json"
+            tmp.write_text(json.dumps(data, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+            moves.append((tmp, p))
+        for _, p in moves:
+            if p.exists():
+                raise RobcurveError(f"{p} was written meanwhile by another process", where=str(p),
+                                    fix="rerun the import; nothing was imported")
+        commit_files(moves, stage)
+        written = [p for _, p in moves]
     return written

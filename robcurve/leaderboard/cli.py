@@ -14,6 +14,22 @@ lb_app = typer.Typer(no_args_is_help=False, invoke_without_command=True,
 ROOT_OPT = typer.Option("--root", help="leaderboard folder (default: ./leaderboards)")
 
 
+FORMATS = ("table", "markdown", "csv", "latex", "html", "json")
+
+
+def check_board_names(dataset: str | None, threat: str | None) -> None:
+    """Unknown dataset / threat model names get one message with the closest known name."""
+    import difflib
+
+    from robcurve.leaderboard.schema import DATASETS, THREAT_MODELS
+
+    for value, known, what, flag in ((dataset, DATASETS, "dataset", "--dataset"), (threat, THREAT_MODELS, "threat model", "--threat")):
+        if value is not None and value not in known:
+            close = difflib.get_close_matches(value, known, n=1)
+            raise RobcurveError(f"unknown {what} {value!r}" + (f"; did you mean {close[0]!r}?" if close else ""),
+                                fix=f"{flag} takes one of {', '.join(known)}")
+
+
 @lb_app.callback()
 def show(
     ctx: typer.Context,
@@ -36,24 +52,29 @@ def show(
         text_table,
         tidy,
     )
+    from robcurve.leaderboard.render import csv_text
 
+    check_board_names(dataset, threat)
+    if fmt not in FORMATS:
+        raise RobcurveError(f"unknown format {fmt!r}", fix=f"use one of {', '.join(FORMATS)}")
     df = tidy(load_entries(root, dataset, threat))
     if df.empty:
-        raise RobcurveError(f"no entries in {root}" + (f" for {dataset}/{threat}" if dataset or threat else ""),
+        raise RobcurveError(f"no entries in {root}" + (f" for {dataset or '*'}/{threat or '*'}" if dataset or threat else ""),
                             fix="submit a run with robcurve submit RUN_DIR")
     if fmt == "csv":
-        typer.echo(df.to_csv(index=False), nl=False)
+        typer.echo(csv_text(df), nl=False)
     elif fmt == "latex":
         typer.echo(latex(df), nl=False)
     elif fmt == "json":
         typer.echo(df.to_json(orient="records", indent=2))
     elif fmt == "html":
-        typer.echo(html_page(df, {k: relations(s) for k, s in df.groupby(["dataset", "threat_model"])}, {}), nl=False)
+        typer.echo(html_page(df, {k: relations(s) for k, s in df.groupby(["dataset", "threat_model"])}, plotly_src=None),
+                   nl=False)  # one self-contained page on stdout: plotly's script inlined
     elif fmt in ("table", "markdown"):
         tf = "github" if fmt == "markdown" else "simple"
         for (ds, th), sub in df.groupby(["dataset", "threat_model"], sort=True):
             typer.echo(f"\n{ds} / {th}: ranked by robust accuracy, then clean accuracy († training checkpoint)\n")
-            typer.echo(text_table(sub, tf))
+            typer.echo(text_table(sub, tf, markdown=fmt == "markdown"))
             typer.echo("\nRelations across models (Spearman, bootstrap 95% interval over models):\n")
             typer.echo(relations_table(relations(sub), tf))
             typer.echo("\n" + matched_verdict(matched_pairs(sub)))
@@ -67,7 +88,11 @@ def render(root: Annotated[Path, ROOT_OPT] = Path("leaderboards")) -> None:
     from robcurve.leaderboard import load_entries
     from robcurve.leaderboard.render import render_all
 
-    for p in render_all(load_entries(root), root):
+    entries = load_entries(root)
+    if not entries:
+        raise RobcurveError(f"no entries in {root}: nothing to render", where=str(root),
+                            fix="submit a run with robcurve submit RUN_DIR, or pass --root")
+    for p in render_all(entries, root):
         typer.echo(f"wrote {p}")
 
 
@@ -90,7 +115,11 @@ def relations_cmd(
         tidy,
     )
 
+    check_board_names(dataset, threat)
     df = tidy(load_entries(root, dataset, threat))
+    if df.empty:
+        raise RobcurveError(f"no entries in {root}" + (f" for {dataset or '*'}/{threat or '*'}" if dataset or threat else ""),
+                            fix="submit a run with robcurve submit RUN_DIR, or pass --root")
     out = {}
     for (ds, th), sub in df.groupby(["dataset", "threat_model"], sort=True):
         rels = relations(sub)
@@ -106,7 +135,8 @@ def relations_cmd(
 
 @lb_app.command("verify")
 def verify(
-    entry: Annotated[Path, typer.Argument(help="an entry file leaderboards/<dataset>/<threat>/<id>.json")],
+    entry: Annotated[Path | None, typer.Argument(help="an entry file leaderboards/<dataset>/<threat>/<id>.json")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="verify every entry under --root (what a leaderboard's CI runs)")] = False,
     n: Annotated[int, typer.Option("--n", help="samples to re-measure")] = 8,
     seed: Annotated[int | None, typer.Option(help="seed of the sample choice (default: random, printed)")] = None,
     weights: Annotated[str | None, typer.Option(help="weights file, for timm:/file: models")] = None,
@@ -114,15 +144,56 @@ def verify(
     data_dir: Annotated[str | None, typer.Option(help="dataset folder")] = None,
     rtol: Annotated[float, typer.Option(help="relative tolerance of re-measured values")] = 1e-3,
     atol: Annotated[float, typer.Option(help="absolute tolerance of re-measured values")] = 1e-4,
+    no_remeasure: Annotated[bool, typer.Option("--no-remeasure", help="check digests and fields only (no model needed)")] = False,
+    sign: Annotated[bool, typer.Option("--sign", help="maintainers: after a full check with re-measurement, add the "
+                                                        "content digest to an entry made before entries were signed")] = False,
+    root: Annotated[Path, ROOT_OPT] = Path("leaderboards"),
 ) -> None:
-    """Re-check a submitted entry: digests, numbers from its per-sample results, re-measured samples."""
-    from robcurve.leaderboard.submit import verify_entry
+    """Re-check submitted entries: digests, every ranked field from the per-sample results, re-measured samples."""
+    from robcurve.leaderboard.io import entry_files
+    from robcurve.leaderboard.submit import check_args, verify_entry
 
-    v = verify_entry(entry, weights=weights, model_dir=model_dir, data_dir=data_dir, verify_n=n, seed=seed, rtol=rtol,
-                     atol=atol, progress=True)
-    typer.echo(f"OK {entry}: digests and numbers match its per-sample results; re-measured {len(v.samples)} samples "
-               f"(seed {v.seed}) in {', '.join(v.measurements)}: {v.compared} values within rtol {rtol:g} / atol {atol:g}"
-               + (f"; skipped: {', '.join(v.skipped)}" if v.skipped else ""))
+    check_args(verify_n=n, rtol=rtol, atol=atol)
+    if all_ == (entry is not None):
+        raise RobcurveError("pass one entry file or --all", fix="e.g. robcurve leaderboard verify --all --root leaderboards")
+    if all_:
+        files, passed = entry_files(root)
+        files = [f for f in files if '"robcurve"' in f.read_text(encoding="utf-8", errors="replace")[:1 << 20]]
+    else:
+        files, passed = [entry], []
+    failed = list(passed)
+    for f in files:
+        try:
+            v = verify_entry(f, weights=weights, model_dir=model_dir, data_dir=data_dir, verify_n=n, seed=seed, rtol=rtol,
+                             atol=atol, remeasure_samples=not no_remeasure, sign=sign, progress=not all_,
+                             root=root if all_ else None)
+        except RobcurveError as e:
+            if not all_:
+                raise
+            failed.append(str(e))
+            typer.echo(f"FAIL {f}: {e}")
+            continue
+        if v is None:
+            typer.echo(f"OK {f}: digests, content digest and every ranked field match its per-sample results "
+                       "(not re-measured)")
+        else:
+            typer.echo(f"OK {f}: digests, content digest and every ranked field match its per-sample results; "
+                       f"re-measured {len(v.samples)} samples (seed {v.seed}) in {', '.join(v.measurements)}: "
+                       f"{v.compared} values within rtol {rtol:g} / atol {atol:g}"
+                       + (f"; skipped: {', '.join(v.skipped)}" if v.skipped else "") + ("; signed" if sign else ""))
+    if failed:
+        raise RobcurveError(f"{len(failed)} of {len(files) + len(passed)} entries failed verification",
+                            where=str(root), fix="see the FAIL lines above")
+
+
+@lb_app.command("protocol")
+def protocol_cmd(config: Annotated[Path, typer.Argument(help="the run config that defines a board, e.g. configs/leaderboard-fmnist.yaml")]) -> None:
+    """Print the protocol digest of a config (what a board's protocol.yaml names)."""
+    from robcurve.leaderboard.submit import protocol_digest
+    from robcurve.run.config import load_config
+
+    cfg = load_config(config, {"model": "zoo:vit-fmnist"})
+    typer.echo(f"config: {config}\ndigest: {protocol_digest(cfg.model_dump())}")
 
 
 @lb_app.command("import")
@@ -152,6 +223,8 @@ def submit(
     seed: Annotated[int | None, typer.Option(help="seed of the verification sample (default: random, recorded)")] = None,
     rtol: Annotated[float, typer.Option(help="relative tolerance of re-measured values")] = 1e-3,
     atol: Annotated[float, typer.Option(help="absolute tolerance of re-measured values")] = 1e-4,
+    replace: Annotated[bool, typer.Option("--replace", help="replace an existing entry of this id (recorded in history.jsonl)")] = False,
+    allow_below_chance: Annotated[bool, typer.Option("--allow-below-chance", help="submit a model at or below chance (marked)")] = False,
     root: Annotated[Path, ROOT_OPT] = Path("leaderboards"),
 ) -> None:
     """Validate and verify a finished run, then write its leaderboard entry (and say what to commit)."""
@@ -159,7 +232,8 @@ def submit(
     from robcurve.leaderboard.submit import submit as _submit
 
     path, e = _submit(run_dir, root, entry_id=entry_id, name=name, authors=authors, venue=venue, link=link,
-                      footnote=footnote, verify_n=verify_n, seed=seed, rtol=rtol, atol=atol, progress=True)
+                      footnote=footnote, verify_n=verify_n, seed=seed, rtol=rtol, atol=atol, replace=replace,
+                      allow_below_chance=allow_below_chance, progress=True)
     v = e.robcurve.verification
     typer.echo(f"verified: re-measured {len(v.samples)} samples (seed {v.seed}) in {', '.join(v.measurements)}; "
                f"{v.compared} values within rtol {rtol:g} / atol {atol:g}"

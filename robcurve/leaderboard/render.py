@@ -14,6 +14,7 @@ import html
 import io
 import itertools
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,8 @@ import pandas as pd
 from robcurve import stats
 from robcurve.leaderboard.schema import Entry
 
-CURVATURE = "curvedness_median"
+CURVATURE = "headline_curvedness"  # bw_curvedness_median (boundary-relative) where measured, else curvedness_median
+HEADLINE_SOURCES = ("bw_curvedness_median", "curvedness_median")
 RELATED = ("travel_median", "deepfool_l2_median", "pgd_distance_median", "pgd_robust_acc", "sece", "ece")
 MATCH_TOL = 1.0  # percentage points of clean accuracy for an accuracy-matched pair
 MIN_MODELS = 5  # fewer models than this: a correlation across models is not interpreted
@@ -61,12 +63,17 @@ def tidy(entries: list[Entry]) -> pd.DataFrame:
     recs = []
     for e in entries:
         rob, src = e.robust_acc()
+        status = e.status()
+        spec = str(e.robcurve.model.get("spec", "")) if e.robcurve else ""
         rec: dict[str, Any] = {
             "id": e.id, "name": e.name, "family": e.family, "dataset": e.dataset, "threat_model": e.threat_model,
             "eps": e.eps, "architecture": e.architecture, "series": _series_label(e), "imported": e.imported,
             "clean_acc": e.clean_acc, "robust_acc": rob, "robust_source": src,
             "n": e.robcurve.n if e.robcurve else None,
-            "verified": bool(e.robcurve and e.robcurve.verification and e.robcurve.verification.mismatches == 0),
+            "status": status, "verified": status == "verified",
+            "flags": ",".join(e.robcurve.flags) if e.robcurve else "",
+            "population": spec.startswith("zoo:pop-"),
+            "test_acc_full": _full_acc(e),
             "compute_s": round(sum(e.robcurve.compute_s.values()), 1) if e.robcurve else None,
         }
         for m, cond in columns():
@@ -76,14 +83,38 @@ def tidy(entries: list[Entry]) -> pd.DataFrame:
             rec[f"{m}_hi"] = None if r is None else r.hi
             rec[f"{m}_n"] = None if r is None else r.n
             rec[f"{m}_condition"] = None if r is None else r.condition
+        src = next((m for m in HEADLINE_SOURCES if rec.get(m) is not None), None)
+        for suffix in ("", "_lo", "_hi", "_n", "_condition"):
+            rec[CURVATURE + suffix] = rec.get(f"{src}{suffix}") if src else None
+        rec["headline_metric"] = src or ""
         recs.append(rec)
     df = pd.DataFrame(recs)
     if df.empty:
         return df
-    df = df.sort_values(["dataset", "threat_model", "robust_acc", "clean_acc", "id"],
-                        ascending=[True, True, False, False, True], na_position="last", kind="mergesort")
+    df["_unverified"] = df["status"] == "unverified"  # listed, visibly, after every verified or imported entry
+    df = df.sort_values(["dataset", "threat_model", "_unverified", "robust_acc", "clean_acc", "id"],
+                        ascending=[True, True, True, False, False, True], na_position="last", kind="mergesort")
+    df = df.drop(columns="_unverified")
     df.insert(0, "rank", df.groupby(["dataset", "threat_model"]).cumcount() + 1)
     return df.reset_index(drop=True)
+
+
+def _full_acc(e: Entry) -> float | None:
+    """Clean accuracy (fraction) on the full test split: the zoo card's (series checkpoints: their own)."""
+    if e.robcurve is None:
+        return None
+    extra = e.robcurve.model.get("extra") or {}
+    if extra.get("epoch") is not None:  # a series checkpoint: its own accuracy, from the zoo card's series
+        from robcurve.errors import RobcurveError
+        from robcurve.zoo import card
+
+        try:
+            c = card(str(e.robcurve.model.get("name", "")))
+        except RobcurveError:
+            return None
+        return next((float(s["test_acc"]) for s in c.get("series", []) if s["epoch"] == extra["epoch"]), None)
+    v = extra.get("test_acc")
+    return float(v) if isinstance(v, int | float) else None
 
 
 def _series_label(e: Entry) -> str:
@@ -94,6 +125,12 @@ def _series_label(e: Entry) -> str:
 # -- relations -------------------------------------------------------------------------------------
 @dataclass
 class Relation:
+    """Spearman(x, y) across models: the exact permutation test, its power line and the partial rho.
+
+    ``lo``/``hi`` (a bootstrap interval over models) are given only from MIN_BOOTSTRAP_MODELS
+    models up; below that the power line (``rho_critical``) takes their place.
+    """
+
     x: str
     y: str
     n: int
@@ -102,52 +139,154 @@ class Relation:
     hi: float | None
     p: float | None
     verdict: str
+    p_min: float | None = None
+    rho_critical: float | None = None
+    p_adj: float | None = None  # Holm over the relations of this table
+    partial_rho: float | None = None  # given clean accuracy on the full test split
+    partial_p: float | None = None
+    method: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in self.__dict__.items()}
 
 
-def _perm_p(x: np.ndarray, y: np.ndarray, seed: int) -> float:
-    """Two-sided permutation p-value of Spearman's rho (exact for n <= 8)."""
-    rho = abs(stats.spearman(x, y))
-    n = len(x)
-    if n <= 8:
-        perms = itertools.permutations(range(n))
-        vals = [abs(stats.spearman(x, y[list(p)])) for p in perms]
-    else:
-        rng = np.random.default_rng(seed)
-        vals = [abs(stats.spearman(x, y[rng.permutation(n)])) for _ in range(5000)]
-    vals = np.asarray(vals)
-    vals = vals[np.isfinite(vals)]
-    return float((vals >= rho - 1e-12).mean()) if vals.size else math.nan
+def full_test_accuracy(df: pd.DataFrame) -> tuple[np.ndarray, str]:
+    """Clean accuracy on the full test split per row (zoo cards), else the entry's own; and which it is."""
+    full = pd.to_numeric(df.get("test_acc_full", pd.Series([np.nan] * len(df), index=df.index)), errors="coerce")
+    if full.notna().all():
+        return full.to_numpy(float), "full test split"
+    return (pd.to_numeric(df["clean_acc"], errors="coerce") / 100).to_numpy(float), "the n measured (full split unknown)"
 
 
 def relations(df: pd.DataFrame, seed: int = 0) -> list[Relation]:
-    """Spearman(curvedness, Y) across the models (training-series rows left out), bootstrap over models."""
+    """Spearman(curvedness, Y) across verified models (training-series rows left out), exact permutation p."""
+    from robcurve import acrossmodels as A
+
     if df.empty or CURVATURE not in df:
         return []
-    base = df[(df["series"] == "") & df[CURVATURE].notna()]
+    base = df[(df["series"] == "") & df[CURVATURE].notna() & (df["status"] == "verified") & (df["flags"] == "")]
+    acc, acc_src = full_test_accuracy(base)
     out = []
     for y in RELATED:
-        if y not in df and y != "ece":
+        if y not in df:
             continue
-        col = y if y in df else None
-        if col is None:
+        keep = base[y].notna().to_numpy()
+        sub = base[keep]
+        xv, yv, av = sub[CURVATURE].to_numpy(float), sub[y].to_numpy(float), acc[keep]
+        t = A.spearman_test(xv, yv, seed)
+        ci = (stats.bootstrap_percentile([xv, yv], stats.spearman, BOOT, seed)
+              if t.n >= A.MIN_BOOTSTRAP_MODELS else None)
+        pr, pp = A.partial_spearman(xv, yv, av, seed) if t.n >= 4 else (math.nan, math.nan)
+        out.append(Relation(CURVATURE, y, t.n, t.rho, ci[0] if ci else None, ci[1] if ci else None,
+                            None if math.isnan(t.p) else t.p, "", t.p_min, t.rho_critical, None, pr, pp,
+                            f"{t.method}; partial rho given clean accuracy on {acc_src}"))
+    adj = A.adjust([r.p if r.p is not None and (r.p_min or 1) <= A.ALPHA else math.nan for r in out], "holm")
+    for r, pa in zip(out, adj, strict=True):
+        r.p_adj = None if math.isnan(pa) else pa
+        r.verdict = relation_verdict(r)
+    return out
+
+
+def relation_verdict(r: Relation) -> str:
+    from robcurve import acrossmodels as A
+
+    if r.n < 4:
+        return f"too few models to conclude (n = {r.n})"
+    if r.p is None:
+        return "undefined (a column is constant)"
+    if (r.p_min or 1) > A.ALPHA:
+        return f"untestable at this n (ties: the smallest achievable p is {r.p_min:.3f} > {A.ALPHA:g})"
+    p = r.p_adj if r.p_adj is not None else r.p
+    if p < A.ALPHA:
+        return f"{'positive' if r.rho > 0 else 'negative'} relation (Holm-adjusted p = {p:.3f})"
+    return (f"no evidence of a relation (Holm-adjusted p = {p:.3f}); at n = {r.n} only |rho| >= "
+            f"{r.rho_critical:.2f} would be significant")
+
+
+FAMILY_CONTRASTS = (("transformer", "cnn"), ("transformer", "mlp"), ("mlp", "cnn"))
+SEED_GROUP = re.compile(r"^(.*)-s\d+$")  # population ids <arch>-s<seed>
+
+
+def family_contrasts(df: pd.DataFrame, seed: int = 0) -> list[dict[str, Any]]:
+    """Median headline curvedness of one family minus another, models as the unit (exact permutation p)."""
+    from robcurve import acrossmodels as A
+
+    base = df[(df["series"] == "") & df[CURVATURE].notna() & (df["status"] == "verified") & (df["flags"] == "")]
+    out = []
+    for a, b in FAMILY_CONTRASTS:
+        if (base["family"] == a).sum() and (base["family"] == b).sum():
+            c = A.family_contrast(base[CURVATURE].to_numpy(float), base["family"].to_numpy(), a, b, seed)
+            c["metric"] = CURVATURE
+            out.append(c)
+    return out
+
+
+def seed_spread(df: pd.DataFrame, cols: list[str] | None = None) -> pd.DataFrame:
+    """Between-seed spread (min, max, SD over seeds) of each metric, per architecture with >= 2 seeds."""
+    cols = cols or [CURVATURE, "travel_median", "deepfool_l2_median", "pgd_distance_median", "sece", "ece"]
+    cols = [c for c in cols if c in df]
+    grp = df["id"].map(lambda i: (SEED_GROUP.match(str(i)) or [None, None])[1])
+    recs = []
+    for g, sub in df[grp.notna()].groupby(grp[grp.notna()]):
+        if len(sub) < 2:
             continue
-        sub = base[base[col].notna()]
-        xv = sub[CURVATURE].to_numpy(float)
-        yv = sub[col].to_numpy(float)
-        n = len(sub)
-        rho = stats.spearman(xv, yv) if n >= 3 else math.nan
-        ci = stats.bootstrap_percentile([xv, yv], stats.spearman, BOOT, seed) if n >= 3 else None
-        p = _perm_p(xv, yv, seed) if n >= 3 else None
-        if n < MIN_MODELS:
-            verdict = f"too few models to conclude (n = {n} < {MIN_MODELS})"
-        elif p is not None and p < 0.05:
-            verdict = f"{'positive' if rho > 0 else 'negative'} relation (permutation p = {p:.3f})"
-        else:
-            verdict = f"no evidence of a relation (permutation p = {p:.3f})" if p is not None else "undefined"
-        out.append(Relation(CURVATURE, y, n, rho, ci[0] if ci else None, ci[1] if ci else None, p, verdict))
+        rec: dict[str, Any] = {"architecture": g, "seeds": len(sub), "clean_acc_sd": float(sub["clean_acc"].std())}
+        for c in cols:
+            v = pd.to_numeric(sub[c], errors="coerce")
+            rec[f"{c}_min"], rec[f"{c}_max"], rec[f"{c}_sd"] = float(v.min()), float(v.max()), float(v.std())
+        recs.append(rec)
+    return pd.DataFrame(recs)
+
+
+def per_sample_frame(entries: list[Entry], root: Path) -> pd.DataFrame:
+    """Per-sample window curvedness, travel distance and DeepFool L2 of every verified entry (from its samples file)."""
+    from robcurve.leaderboard.io import SAMPLES_SUFFIX, read_samples
+
+    recs = []
+    for e in entries:
+        if e.robcurve is None or e.status() != "verified" or e.robcurve.series or e.robcurve.flags:
+            continue
+        p = Path(root) / e.dataset / e.threat_model / f"{e.id}{SAMPLES_SUFFIX}"
+        if not p.is_file():  # an entry without per-sample results (not made by submit): not in the mixed model
+            continue
+        rows, _ = read_samples(p, Path(root))
+        by: dict[int, dict[str, Any]] = {}
+        for sample, _, m, _, v in rows:
+            if m == "window":
+                by.setdefault(sample, {}).update(curv=v.get("feat_side"), t=None if v.get("censored") else v.get("t"),
+                                                 correct=v.get("correct"))
+            elif m == "deepfool":
+                by.setdefault(sample, {}).update(df_l2=v.get("l2") if v.get("success") else None)
+        acc = _full_acc(e)
+        for sample, r in by.items():
+            recs.append({"model": e.id, "family": e.family, "acc": acc if acc is not None else (e.clean_acc or 0) / 100,
+                         "sample": sample, **r})
+    return pd.DataFrame(recs)
+
+
+def mixed_relations(entries: list[Entry], root: Path) -> list[dict[str, Any]]:
+    """Per-sample curvedness -> log distance, a random intercept per model, family and full-split accuracy fixed."""
+    from robcurve import acrossmodels as A
+
+    ps = per_sample_frame(entries, root)
+    if ps.empty or "curv" not in ps or ps["model"].nunique() < 4:
+        return []
+    ps = ps[ps["correct"].astype(bool)].copy()
+    out = []
+    for ycol, label in (("t", "log travel distance (L-inf eps)"), ("df_l2", "log DeepFool L2")):
+        if ycol not in ps:
+            continue
+        d = ps[["model", "family", "acc", "curv", ycol]].dropna()
+        d = d[d[ycol] > 0]
+        d["logy"] = np.log(d[ycol].astype(float))
+        d["curv"] = d["curv"].astype(float)
+        fixed = ("family", "acc") if d["family"].nunique() > 1 else ("acc",)
+        try:
+            r = A.mixed_model(d, "logy", "curv", "model", fixed)
+        except (ValueError, np.linalg.LinAlgError) as err:  # pragma: no cover - a degenerate population
+            r = {"error": str(err)}
+        r["y"], r["x"] = label, "per-sample boundary-side curvedness 1 - R^2"
+        out.append(r)
     return out
 
 
@@ -161,8 +300,11 @@ def matched_pairs(df: pd.DataFrame, tol: float = MATCH_TOL) -> pd.DataFrame:
     for (_, a), (_, b) in itertools.product(t.iterrows(), c.iterrows()):
         if a["dataset"] != b["dataset"] or a["threat_model"] != b["threat_model"]:
             continue
-        if abs(a["clean_acc"] - b["clean_acc"]) <= tol:
-            rec = {"transformer": a["id"], "cnn": b["id"], "clean_acc_t": a["clean_acc"], "clean_acc_c": b["clean_acc"]}
+        fa, fb = a.get("test_acc_full"), b.get("test_acc_full")
+        if fa is None or fb is None or (isinstance(fa, float) and math.isnan(fa)) or (isinstance(fb, float) and math.isnan(fb)):
+            continue  # matching uses accuracy on the full test split, never the n measured
+        if abs(100 * (fa - fb)) <= tol:
+            rec = {"transformer": a["id"], "cnn": b["id"], "test_acc_t": fa, "test_acc_c": fb}
             for m in (CURVATURE, "travel_median", "deepfool_l2_median", "sece"):
                 if m in df:
                     rec[f"{m}_t"], rec[f"{m}_c"] = a[m], b[m]
@@ -172,7 +314,8 @@ def matched_pairs(df: pd.DataFrame, tol: float = MATCH_TOL) -> pd.DataFrame:
 
 def matched_verdict(pairs: pd.DataFrame) -> str:
     if pairs.empty:
-        return f"no Transformer-CNN pair within {MATCH_TOL:g} points of clean accuracy: no accuracy-matched comparison"
+        return (f"no Transformer-CNN pair within {MATCH_TOL:g} points of clean accuracy on the full test split: "
+                "no accuracy-matched comparison")
     more = int((pairs[f"{CURVATURE}_t"] > pairs[f"{CURVATURE}_c"]).sum())
     k = len(pairs)
     return (f"{more} of {k} accuracy-matched pairs have the Transformer more curved (median 1 - R^2); "
@@ -203,15 +346,48 @@ def short(m: str) -> str:
         ")" if m.startswith("spearman_curvedness_") else "")
 
 
-def text_table(df: pd.DataFrame, fmt: str = "github", cols: list[str] | None = None) -> str:
+def md_escape(text: Any) -> str:
+    """Text made inert in a Markdown table cell: HTML escaped, table syntax and code spans neutralised."""
+    s = html.escape(" ".join(str(text).split()), quote=True)  # newlines and tabs become one space
+    for a, b in (("|", "&#124;"), ("`", "&#96;"), ("[", "&#91;"), ("]", "&#93;"), ("*", "&#42;"), ("_", "&#95;"),
+                 ("\\", "&#92;")):
+        s = s.replace(a, b)
+    return s
+
+
+def csv_text(df: pd.DataFrame) -> str:
+    """CSV whose text cells cannot start a spreadsheet formula (OWASP: a leading = + - @ tab or CR gets a ')."""
+    def neutral(v: Any) -> Any:
+        if isinstance(v, str) and v[:1] in ("=", "+", "-", "@", "\t", "\r"):
+            return "'" + v
+        return v
+
+    out = df.copy()
+    for c in out.columns:
+        if not (pd.api.types.is_numeric_dtype(out[c]) or pd.api.types.is_bool_dtype(out[c])):
+            out[c] = out[c].map(neutral)
+    return out.to_csv(index=False)
+
+
+def robust_label(r: pd.Series) -> str:
+    if r["robust_acc"] is None or (isinstance(r["robust_acc"], float) and math.isnan(r["robust_acc"])):
+        return "–"
+    src = {"PGD (robcurve)": "PGD"}.get(r["robust_source"], r["robust_source"])
+    return f"{_f(r['robust_acc'], 4)} {src}"
+
+
+def text_table(df: pd.DataFrame, fmt: str = "github", cols: list[str] | None = None, markdown: bool | None = None) -> str:
+    """The ranking as a text table; ``markdown`` (default: when fmt is github) escapes every free-text cell."""
     from tabulate import tabulate
 
+    esc = md_escape if (fmt == "github" if markdown is None else markdown) else (lambda v: " ".join(str(v).split()))
     cols = cols or [m for m, _ in columns()]
     body = []
     for _, r in df.iterrows():
-        body.append([r["rank"], r["id"] + (" †" if r["series"] else ""), r["family"], _f(r["clean_acc"], 4),
-                     f"{_f(r['robust_acc'], 4)} ({r['robust_source']})" if r["robust_acc"] is not None else "–",
-                     _f(r["n"]), *[_cell(r, m) for m in cols]])
+        mark = (" †" if r["series"] else "") + (" (unverified)" if r.get("status") == "unverified" else "") + (
+            f" ({r['flags']})" if r.get("flags") else "")
+        body.append([r["rank"], esc(r["id"]) + mark, esc(r["family"]), _f(r["clean_acc"], 4), esc(robust_label(r)),
+                     _f(r["n"]), *[esc(_cell(r, m)) for m in cols]])
     return tabulate(body, headers=["#", "model", "family", "clean %", "robust %", "n", *[short(m) for m in cols]],
                     tablefmt=fmt, disable_numparse=True)
 
@@ -219,10 +395,12 @@ def text_table(df: pd.DataFrame, fmt: str = "github", cols: list[str] | None = N
 def relations_table(rels: list[Relation], fmt: str = "github") -> str:
     from tabulate import tabulate
 
-    body = [(f"{r.x} vs {r.y}", r.n, _f(r.rho), "–" if r.lo is None else f"[{_f(r.lo)}, {_f(r.hi)}]",
-             _f(r.p), r.verdict) for r in rels]
-    return tabulate(body, headers=["relation (Spearman across models)", "n models", "rho", "95% interval", "p",
-                                   "verdict"], tablefmt=fmt, disable_numparse=True)
+    body = [(f"{r.x} vs {r.y}", r.n, _f(r.rho), _f(r.p), _f(r.p_adj), _f(r.p_min), _f(r.rho_critical),
+             "–" if r.lo is None else f"[{_f(r.lo)}, {_f(r.hi)}]", _f(r.partial_rho), _f(r.partial_p), r.verdict)
+            for r in rels]
+    return tabulate(body, headers=["relation (Spearman across models)", "n models", "rho", "exact p", "Holm p",
+                                   "smallest p possible", "|rho| needed", "95% bootstrap (n >= 15)",
+                                   "partial rho | acc", "partial p", "verdict"], tablefmt=fmt, disable_numparse=True)
 
 
 def latex(df: pd.DataFrame, cols: list[str] | None = None) -> str:
@@ -291,73 +469,188 @@ def scatter_png(df: pd.DataFrame) -> bytes | None:
     return buf.getvalue()
 
 
+def _extras_markdown(ex: dict[str, Any]) -> list[str]:
+    """Family contrasts, the mixed model and the between-seed spread of one board (when there are any)."""
+    from tabulate import tabulate
+
+    parts: list[str] = []
+    if ex.get("contrasts"):
+        parts += ["### Family contrasts (models as the unit)", "",
+                  tabulate([[f"{c['a']} − {c['b']}", f"{c['n_a']} vs {c['n_b']}", _f(c["diff"]), _f(c["p"]), c["method"]]
+                            for c in ex["contrasts"]],
+                           headers=["median headline curvedness", "models", "difference of medians", "p", "test"],
+                           tablefmt="github", disable_numparse=True), ""]
+    for r in ex.get("mixed", []):
+        if "coef" in r:
+            parts += [f"Mixed model over samples ({md_escape(r['formula'])}; statsmodels MixedLM, REML): "
+                      f"{md_escape(r['x'])} → {md_escape(r['y'])}: coefficient {r['coef']:.3f} "
+                      f"[{r['lo']:.3f}, {r['hi']:.3f}] (Wald 95%), p = {r['p']:.2g}, n = {r['n_samples']} samples of "
+                      f"{r['n_models']} models ({md_escape(r['unit'])}).", ""]
+    sp = ex.get("spread")
+    if isinstance(sp, pd.DataFrame) and not sp.empty:
+        cols = [c for c in (CURVATURE, "travel_median", "deepfool_l2_median", "sece") if f"{c}_sd" in sp]
+        parts += ["### Between-seed spread (the null every other factor is judged against)", "",
+                  tabulate([[md_escape(r["architecture"]), r["seeds"], _f(r["clean_acc_sd"])]
+                            + [f"{_f(r[f'{c}_min'])}–{_f(r[f'{c}_max'])} (SD {_f(r[f'{c}_sd'])})" for c in cols]
+                            for _, r in sp.iterrows()],
+                           headers=["architecture", "seeds", "clean % SD", *[short(c) for c in cols]],
+                           tablefmt="github", disable_numparse=True), ""]
+    return parts
+
+
 def markdown(df: pd.DataFrame, rels_by: dict[tuple[str, str], list[Relation]],
-             pairs_by: dict[tuple[str, str], pd.DataFrame], plot_names: dict[tuple[str, str], str]) -> str:
+             pairs_by: dict[tuple[str, str], pd.DataFrame], plot_names: dict[tuple[str, str], str],
+             extras_by: dict[tuple[str, str], dict[str, Any]] | None = None) -> str:
     parts = ["# robcurve leaderboard", "",
              "Generated by `robcurve leaderboard render` from the entries in this folder; do not edit by hand. "
              "Interactive page: [index.html](index.html). Ranked by robust accuracy (AutoAttack where evaluated, else "
-             "robcurve's PGD, marked), then clean accuracy. Values are medians or shares with their 95% interval "
+             "robcurve's PGD, marked), then clean accuracy; entries whose fields do not verify are listed after "
+             "the verified ones, marked (unverified). Values are medians or shares with their 95% interval "
              "(method per metric in `robcurve metrics`); curvature carries its scale (below); "
              "† marks a training checkpoint. Definitions: [docs/METHOD.md](../docs/METHOD.md).", ""]
     for (ds, th), sub in df.groupby(["dataset", "threat_model"], sort=True):
-        parts += [f"## {ds} / {th}", "", text_table(sub), ""]
+        parts += [f"## {md_escape(ds)} / {md_escape(th)}", "", text_table(sub), ""]
         scales = sorted({c for c in sub.get(f"{CURVATURE}_condition", pd.Series(dtype=object)) if isinstance(c, str) and c})
         ns = sorted({int(v) for v in sub["n"].dropna()})
-        parts += [f"Samples per model: {', '.join(map(str, ns)) or '–'}; curvature scale: {'; '.join(scales) or '–'}; "
-                  f"compute time per model on the submitter's machine: "
-                  + ", ".join(f"{r['id']} {r['compute_s']:.0f} s" for _, r in sub.iterrows() if pd.notna(r["compute_s"]) and r["compute_s"]) + ".", ""]
-        parts += ["### Relations across models", "", relations_table(rels_by[(ds, th)]), "",
-                  "Training-series checkpoints (†) are left out of the correlations (they are not independent models).", ""]
+        parts += [f"Samples per model: {', '.join(map(str, ns)) or '–'}; headline curvedness: "
+                  f"{'; '.join(md_escape(c) for c in scales) or '–'}; compute time per model on the submitter's machine: "
+                  + ", ".join(f"{md_escape(r['id'])} {r['compute_s']:.0f} s" for _, r in sub.iterrows()
+                              if pd.notna(r["compute_s"]) and r["compute_s"]) + ".", ""]
+        rels = rels_by[(ds, th)]
+        n = max((r.n for r in rels), default=0)
+        parts += ["### Relations across models", "",
+                  f"Unit of inference: the model (n = {n} verified models; training checkpoints † and flagged entries "
+                  "left out). Test: the exact permutation distribution of Spearman's rho (all orderings up to 9 "
+                  "models, else 100,000 seeded ones), Holm-adjusted over the rows of this table; "
+                  + (f"at n = {n}, |rho| >= {rels[0].rho_critical:.2f} is needed for p < 0.05 (the power line). "
+                     if rels and rels[0].rho_critical is not None and math.isfinite(rels[0].rho_critical) else "")
+                  + "No bootstrap interval over fewer than 15 models. Partial rho: given clean accuracy on the full "
+                  "test split (zoo cards).", "", relations_table(rels), ""]
+        parts += _extras_markdown((extras_by or {}).get((ds, th), {}))
         pairs = pairs_by[(ds, th)]
         parts += ["### Transformer vs CNN at matched clean accuracy", "", matched_verdict(pairs), ""]
         if not pairs.empty:
             from tabulate import tabulate
 
-            parts += [tabulate(pairs.round(4).to_numpy().tolist(), headers=list(pairs.columns), tablefmt="github",
-                               disable_numparse=True), ""]
+            parts += [tabulate([[md_escape(v) for v in row] for row in pairs.round(4).to_numpy().tolist()],
+                               headers=list(pairs.columns), tablefmt="github", disable_numparse=True), ""]
         if (ds, th) in plot_names:
-            parts += [f"![curvedness against attack distance and calibration]({plot_names[(ds, th)]})", ""]
+            parts += [f"![headline curvedness against attack distance and calibration]({plot_names[(ds, th)]})", ""]
     return "\n".join(parts)
 
 
 _JS = """
 function sortBy(th){const t=th.closest('table');const i=[...th.parentNode.children].indexOf(th);
-const rows=[...t.tBodies[0].rows];const asc=th.dataset.dir!=='asc';th.dataset.dir=asc?'asc':'desc';
+const rows=[...t.tBodies[0].rows];const first=th.dataset.best==='low'?'asc':'desc';
+const dir=th.dataset.dir?(th.dataset.dir==='asc'?'desc':'asc'):first;
+t.querySelectorAll('th').forEach(h=>{h.dataset.dir='';h.querySelector('.ind').textContent='';});
+th.dataset.dir=dir;th.querySelector('.ind').textContent=dir==='asc'?' \u25B2':' \u25BC';const asc=dir==='asc';
 rows.sort((a,b)=>{const x=a.cells[i].dataset.v,y=b.cells[i].dataset.v;const fx=parseFloat(x),fy=parseFloat(y);
 let c=(!isNaN(fx)&&!isNaN(fy))?fx-fy:(isNaN(fx)&&!isNaN(fy)?1:(!isNaN(fx)&&isNaN(fy)?-1:String(x).localeCompare(String(y))));
-return asc?c:-c;});rows.forEach(r=>t.tBodies[0].appendChild(r));}
+if(isNaN(fx)!==isNaN(fy))return c;return asc?c:-c;});rows.forEach(r=>t.tBodies[0].appendChild(r));}
 function applyFilters(){const f={};document.querySelectorAll('select.filter').forEach(s=>f[s.dataset.key]=s.value);
 document.querySelectorAll('#board tbody tr').forEach(r=>{let show=true;for(const k in f){if(f[k]&&r.dataset[k]!==f[k])show=false;}
 r.style.display=show?'':'none';});}
+function showCol(k,on){document.querySelectorAll('#board [data-col="'+k+'"]').forEach(c=>c.style.display=on?'':'none');}
 document.addEventListener('DOMContentLoaded',()=>{document.querySelectorAll('#board th').forEach(th=>th.addEventListener('click',()=>sortBy(th)));
-document.querySelectorAll('select.filter').forEach(s=>s.addEventListener('change',applyFilters));});
+document.querySelectorAll('select.filter').forEach(s=>s.addEventListener('change',applyFilters));
+document.querySelectorAll('input.colpick').forEach(c=>{showCol(c.value,c.checked);c.addEventListener('change',()=>showCol(c.value,c.checked));});});
 """
 
+#: columns shown before the reader picks others (they fit a 1366 px screen)
+DEFAULT_COLUMNS = ("rank", "id", "family", "clean", "robust", CURVATURE, "travel_median", "deepfool_l2_median",
+                   "pgd_distance_median", "sece", "ece")
+_CSS = ("body{font-family:sans-serif;margin:1em;max-width:100%;box-sizing:border-box}"
+        ".scroll{overflow-x:auto;max-width:100%;border:1px solid #ddd}"
+        "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px;white-space:nowrap}"
+        "th{cursor:pointer;background:#f3f3f3}tbody tr:nth-child(even){background:#fafafa}"
+        "#board td[data-col='id'],#board th[data-col='id']{position:sticky;left:0;background:#fff;z-index:1}"
+        "#board th[data-col='id']{background:#f3f3f3}.legend dt{font-weight:bold;margin-top:.4em}.legend dd{margin-left:1em}"
+        ".cols label{display:inline-block;margin-right:.8em;font-size:13px}.plot{width:100%;max-width:720px;height:420px}"
+        "@media (max-width:600px){body{margin:.4em}.plot{height:320px}}")
 
-def html_page(df: pd.DataFrame, rels_by: dict[tuple[str, str], list[Relation]], pngs: dict[tuple[str, str], bytes]) -> str:
-    """A self-contained static page: sortable columns, filters, tooltips, scatter plots; all text escaped."""
+
+def _units(meta: Any) -> str:
+    return f"{meta.unit}; {'higher' if meta.direction == 'higher' else 'lower' if meta.direction == 'lower' else 'no direction'} is better"
+
+
+AXIS_WORDS = {CURVATURE: "headline curvedness 1 − R² (boundary-side window)", "travel_median": "median travel distance (L∞ ε)",
+              "deepfool_l2_median": "median DeepFool distance (L2, pixels in [0, 1])",
+              "pgd_distance_median": "median PGD distance (L∞ ε)", "pgd_robust_acc": "PGD robust accuracy (fraction)",
+              "sece": "signed ECE (accuracy − confidence)", "ece": "ECE (fraction)"}
+
+
+def scatter_figures(df: pd.DataFrame, rels: list[Relation]) -> list[dict[str, Any]]:
+    """One interactive scatter per relation (plotly figure dicts): points with interval error bars,
+    hover for the model, colour per family, rho / exact p / n in the title."""
+    import plotly.graph_objects as go
+
+    figs = []
+    colours = {"transformer": "#d95f02", "cnn": "#1b9e77", "mlp": "#7570b3", "other": "#666666"}
+    for r in rels:
+        sub = df[(df["series"] == "") & df[CURVATURE].notna() & df[r.y].notna() & (df["status"] == "verified")]
+        if sub.empty:
+            continue
+        fig = go.Figure()
+        for fam, g in sub.groupby("family"):
+            def err(col: str, g: pd.DataFrame = g) -> dict[str, Any] | None:
+                lo, hi = f"{col}_lo", f"{col}_hi"
+                if lo not in g or g[lo].isna().all():
+                    return None
+                v = g[col].astype(float)
+                return {"type": "data", "symmetric": False, "array": (g[hi].astype(float) - v).fillna(0).tolist(),
+                        "arrayminus": (v - g[lo].astype(float)).fillna(0).tolist(), "thickness": 1}
+            fig.add_trace(go.Scatter(x=g[CURVATURE].astype(float).tolist(), y=g[r.y].astype(float).tolist(),
+                                     mode="markers", name=str(fam), marker={"color": colours.get(str(fam), "#666"), "size": 9},
+                                     error_x=err(CURVATURE), error_y=err(r.y), text=[str(i) for i in g["id"]],
+                                     hovertemplate="%{text}<br>x=%{x:.4g}<br>y=%{y:.4g}<extra>" + html.escape(str(fam)) + "</extra>"))
+        p = "–" if r.p is None else f"{r.p:.3g}"
+        fig.update_layout(title={"text": html.escape(f"ρ = {_f(r.rho)}, exact p = {p}, n = {r.n} models"), "font": {"size": 14}},
+                          xaxis_title=AXIS_WORDS.get(CURVATURE, CURVATURE), yaxis_title=AXIS_WORDS.get(r.y, r.y),
+                          legend_title="family", margin={"l": 60, "r": 10, "t": 40, "b": 50}, template="plotly_white")
+        figs.append({"y": r.y, "figure": fig.to_plotly_json()})
+    return figs
+
+
+def html_page(df: pd.DataFrame, rels_by: dict[tuple[str, str], list[Relation]], pngs: dict[tuple[str, str], bytes] | None = None,
+              plotly_src: str | None = "plotly.min.js") -> str:
+    """A static page that reads on any screen: a scrolling table with a sticky model column, a column chooser,
+    sort indicators, a legend with every metric's definition, and interactive scatter plots (plotly, offline:
+    ``plotly_src`` beside the page, or inlined when None). All text escaped."""
+    import json as _json
+
     e = html.escape
     cols = [m for m, _ in columns()]
-    heads = [("rank", "#", "rank: robust accuracy, then clean accuracy"), ("id", "model", "entry id (name in tooltip)"),
-             ("family", "family", "architecture family"), ("dataset", "dataset", ""), ("threat", "threat", ""),
-             ("clean", "clean %", "clean accuracy (higher is better)"),
-             ("robust", "robust %", "robust accuracy: AutoAttack where evaluated, else robcurve PGD (higher is better)")]
+    if CURVATURE in df:
+        cols = [CURVATURE, *[c for c in cols if c not in HEADLINE_SOURCES]]
+    heads = [("rank", "#", "rank: verified entries by robust accuracy, then clean accuracy", "high"),
+             ("id", "model", "entry id (display name in the tooltip)", ""), ("family", "family", "architecture family", ""),
+             ("dataset", "dataset", "", ""), ("threat", "threat", "", ""),
+             ("clean", "clean %", "clean accuracy in % (higher is better)", "high"),
+             ("robust", "robust %", "robust accuracy in %: AutoAttack where evaluated, else robcurve PGD (higher is better)", "high")]
+    legend = []
     for m in cols:
-        meta = _meta(m)
-        heads.append((m, short(m), f"{meta.description} [{meta.unit}; {'higher' if meta.direction == 'higher' else 'lower' if meta.direction == 'lower' else 'no'} is better]"))
-    th = "".join(f'<th title="{e(tip)}" data-col="{e(k)}">{e(label)}</th>' for k, label, tip in heads)
+        meta = _meta(HEADLINE_SOURCES[0] if m == CURVATURE else m)
+        best = {"higher": "high", "lower": "low"}.get(meta.direction, "")
+        heads.append((m, short(m) if m != CURVATURE else "curvedness", f"{meta.description} [{_units(meta)}]", best))
+        legend.append(f"<dt>{e(short(m) if m != CURVATURE else 'curvedness')}</dt><dd>{e(meta.description)} "
+                      f"[{e(_units(meta))}]</dd>")
+    heads[0] = ("rank", "#", heads[0][2], "low")
+    th = "".join(f'<th title="{e(tip)}" data-col="{e(k)}" data-best="{e(best)}">{e(label)}<span class="ind"></span></th>'
+                 for k, label, tip, best in heads)
     body = []
     for _, r in df.iterrows():
-        def td(v: Any, text: str | None = None) -> str:
+        def td(k: str, v: Any, text: str | None = None) -> str:
             dv = "" if v is None or (isinstance(v, float) and math.isnan(v)) else v
-            return f'<td data-v="{e(str(dv))}">{e(text if text is not None else _f(v))}</td>'
+            return f'<td data-col="{e(k)}" data-v="{e(str(dv))}">{e(text if text is not None else _f(v))}</td>'
 
-        cells = [td(r["rank"]), f'<td data-v="{e(str(r["id"]))}" title="{e(str(r["name"]))}">{e(str(r["id"]))}'
-                 + (' <span title="training checkpoint">†</span>' if r["series"] else "") + "</td>",
-                 td(r["family"], r["family"]), td(r["dataset"], r["dataset"]), td(r["threat_model"], r["threat_model"]),
-                 td(r["clean_acc"], _f(r["clean_acc"], 4)),
-                 td(r["robust_acc"], "–" if r["robust_acc"] is None else f"{_f(r['robust_acc'], 4)} ({r['robust_source']})")]
-        cells += [td(r.get(m), _cell(r, m)) for m in cols]
+        mark = (' <span title="training checkpoint">†</span>' if r["series"] else "") + (
+            ' <span title="a field does not verify">(unverified)</span>' if r.get("status") == "unverified" else "")
+        cells = [td("rank", r["rank"]), f'<td data-col="id" data-v="{e(str(r["id"]))}" title="{e(str(r["name"]))}">'
+                 f'{e(str(r["id"]))}{mark}</td>', td("family", r["family"], r["family"]),
+                 td("dataset", r["dataset"], r["dataset"]), td("threat", r["threat_model"], r["threat_model"]),
+                 td("clean", r["clean_acc"], _f(r["clean_acc"], 4)), td("robust", r["robust_acc"], robust_label(r))]
+        cells += [td(m, r.get(m), _cell(r, m)) for m in cols]
         body.append(f'<tr data-dataset="{e(str(r["dataset"]))}" data-threat="{e(str(r["threat_model"]))}" '
                     f'data-family="{e(str(r["family"]))}">{"".join(cells)}</tr>')
 
@@ -368,62 +661,93 @@ def html_page(df: pd.DataFrame, rels_by: dict[tuple[str, str], list[Relation]], 
     filters = " ".join([select("dataset", sorted(df["dataset"].unique())) if not df.empty else "",
                         select("threat", sorted(df["threat_model"].unique())) if not df.empty else "",
                         select("family", sorted(df["family"].unique())) if not df.empty else ""])
-    rel_html = []
+    picks = "".join(f'<label><input type="checkbox" class="colpick" value="{e(k)}"{" checked" if k in DEFAULT_COLUMNS else ""}>'
+                    f'{e(label)}</label>' for k, label, _, _ in heads if k not in ("rank", "id"))
+    rel_html, plots = [], []
     for (ds, thr), rels in rels_by.items():
-        rows = "".join(f"<tr><td>{e(r.x)} vs {e(r.y)}</td><td>{r.n}</td><td>{e(_f(r.rho))}</td>"
-                       f"<td>{e('–' if r.lo is None else f'[{_f(r.lo)}, {_f(r.hi)}]')}</td><td>{e(_f(r.p))}</td>"
-                       f"<td>{e(r.verdict)}</td></tr>" for r in rels)
-        rel_html.append(f"<h2>Relations across models: {e(ds)} / {e(thr)}</h2><table class='rel'><thead><tr><th>relation"
-                        f"</th><th>n models</th><th>rho</th><th>95% bootstrap interval</th><th>p (permutation)</th>"
-                        f"<th>verdict</th></tr></thead><tbody>{rows}</tbody></table>")
-        if (ds, thr) in pngs:
-            b64 = base64.b64encode(pngs[(ds, thr)]).decode()
-            rel_html.append(f'<img alt="curvedness against attack distances and calibration, {e(ds)} {e(thr)}" '
-                            f'src="data:image/png;base64,{b64}" style="max-width:100%">')
-    return ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>robcurve leaderboard</title>"
-            "<style>body{font-family:sans-serif;margin:1.5em}table{border-collapse:collapse;font-size:13px}"
-            "td,th{border:1px solid #ccc;padding:3px 6px}th{cursor:pointer;background:#f3f3f3}"
-            "tbody tr:nth-child(even){background:#fafafa}</style></head><body>"
+        rows = "".join(f"<tr><td>{e(short(r.x) if r.x != CURVATURE else 'curvedness')} vs {e(r.y)}</td><td>{r.n}</td>"
+                       f"<td>{e(_f(r.rho))}</td><td>{e(_f(r.p))}</td><td>{e(_f(r.p_adj))}</td><td>{e(_f(r.rho_critical))}</td>"
+                       f"<td>{e(_f(r.partial_rho))}</td><td>{e(r.verdict)}</td></tr>" for r in rels)
+        rel_html.append(f"<h2>Relations across models: {e(ds)} / {e(thr)}</h2><div class='scroll'><table class='rel'><thead><tr>"
+                        "<th>relation</th><th>n models</th><th>rho</th><th>exact p</th><th>Holm p</th><th>|rho| needed</th>"
+                        f"<th>partial rho | accuracy</th><th>verdict</th></tr></thead><tbody>{rows}</tbody></table></div>")
+        sub = df[(df["dataset"] == ds) & (df["threat_model"] == thr)]
+        for k, fig in enumerate(scatter_figures(sub, rels)):
+            pid = f"plot-{len(plots)}"
+            plots.append((pid, fig["figure"]))
+            rel_html.append(f'<div class="plot" id="{pid}" role="img" aria-label="{e(fig["y"])} against curvedness"></div>')
+    if plots:
+        if plotly_src is None:
+            from plotly.offline import get_plotlyjs
+
+            lib = f"<script>{get_plotlyjs()}</script>"
+        else:
+            lib = f'<script src="{e(plotly_src)}"></script>'
+        data = _json.dumps({pid: fig for pid, fig in plots}).replace("</", "<\\/")
+        draw = (f"{lib}<script>const FIGS={data};for(const id in FIGS){{const f=FIGS[id];"
+                "Plotly.newPlot(id,f.data,f.layout,{responsive:true,displaylogo:false});}</script>")
+    else:
+        draw = ""
+    return ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+            "<meta name='viewport' content='width=device-width, initial-scale=1'><title>robcurve leaderboard</title>"
+            f"<style>{_CSS}</style></head><body>"
             "<h1>robcurve leaderboard</h1><p>Curvature, attack distance and calibration of vision models "
-            "(Kim et al., <i>Curved Representation Space of Vision Transformers</i>, AAAI 2024). Click a column to sort; "
-            "hover a header for the metric's description and direction. † = training checkpoint. Intervals are 95%.</p>"
-            f"<p>{filters}</p><table id='board'><thead><tr>{th}</tr></thead><tbody>{''.join(body)}</tbody></table>"
-            f"{''.join(rel_html)}<script>{_JS}</script></body></html>\n")
+            "(Kim et al., <i>Curved Representation Space of Vision Transformers</i>, AAAI 2024). Click a column to sort "
+            "(first click: best first, ▲▼ shows the order); choose columns below. † = training checkpoint. Intervals are 95%. "
+            "Definitions: <a href='https://github.com/robcurve/robcurve/blob/main/docs/METHOD.md'>docs/METHOD.md</a>.</p>"
+            f"<p>{filters}</p><details class='cols'><summary>columns</summary>{picks}</details>"
+            f"<div class='scroll'><table id='board'><thead><tr>{th}</tr></thead><tbody>{''.join(body)}</tbody></table></div>"
+            f"<h2>What the columns mean</h2><dl class='legend'>{''.join(legend)}</dl>"
+            f"{''.join(rel_html)}<script>{_JS}</script>{draw}</body></html>\n")
 
 
 def render_all(entries: list[Entry], out: Path) -> list[Path]:
-    """Write README.md, index.html, leaderboard.csv, leaderboard.tex, relations.json and plots into ``out``."""
+    """Write README.md, index.html (+ plotly.min.js), leaderboard.csv, leaderboard.tex, relations.json and plots."""
     import json
 
-    from robcurve.run.store import atomic_write_bytes, atomic_write_text
+    from robcurve.run.store import atomic_write_bytes, atomic_write_text, json_safe
 
     df = tidy(entries)
     rels_by: dict[tuple[str, str], list[Relation]] = {}
     pairs_by: dict[tuple[str, str], pd.DataFrame] = {}
-    pngs: dict[tuple[str, str], bytes] = {}
+    extras_by: dict[tuple[str, str], dict[str, Any]] = {}
     names: dict[tuple[str, str], str] = {}
     written = []
     if not df.empty:
         for key, sub in df.groupby(["dataset", "threat_model"], sort=True):
             rels_by[key] = relations(sub)
             pairs_by[key] = matched_pairs(sub)
+            board = [e for e in entries if (e.dataset, e.threat_model) == key]
+            extras_by[key] = {"contrasts": family_contrasts(sub), "mixed": mixed_relations(board, out),
+                              "spread": seed_spread(sub)}
             png = scatter_png(sub)
             if png:
-                pngs[key] = png
                 names[key] = f"relations_{key[0]}_{key[1]}.png"
                 atomic_write_bytes(out / names[key], png)
                 written.append(out / names[key])
+    from plotly.offline import get_plotlyjs
+
     files = {
-        "README.md": markdown(df, rels_by, pairs_by, names) + "\n",
-        "index.html": html_page(df, rels_by, pngs),
-        "leaderboard.csv": df.to_csv(index=False),
+        "README.md": markdown(df, rels_by, pairs_by, names, extras_by) + "\n",
+        "index.html": html_page(df, rels_by),
+        "plotly.min.js": get_plotlyjs(),
+        "leaderboard.csv": csv_text(df),
         "leaderboard.tex": latex(df),
-        "relations.json": json.dumps({f"{k[0]}/{k[1]}": {"relations": [r.to_dict() for r in v],
+        "relations.json": json.dumps(json_safe({f"{k[0]}/{k[1]}": {"relations": [r.to_dict() for r in v],
+                                                          "family_contrasts": extras_by[k]["contrasts"],
+                                                          "mixed_models": extras_by[k]["mixed"],
+                                                          "seed_spread": json.loads(extras_by[k]["spread"].to_json(orient="records")),
                                                           "matched_pairs": json.loads(pairs_by[k].to_json(orient="records")),
                                                           "matched_verdict": matched_verdict(pairs_by[k])}
-                                      for k, v in rels_by.items()}, indent=2, allow_nan=False) + "\n",
+                                      for k, v in rels_by.items()}), indent=2, allow_nan=False, default=_json_num) + "\n",
     }
     for name, text in files.items():
         atomic_write_text(out / name, text)
         written.append(out / name)
     return written
+
+
+def _json_num(v: Any) -> Any:
+    if isinstance(v, np.integer | np.floating):
+        return None if isinstance(v, np.floating) and not math.isfinite(float(v)) else v.item()
+    raise TypeError(type(v).__name__)

@@ -15,7 +15,7 @@ import re
 from fractions import Fraction
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
 THREAT_MODELS = ("Linf", "L2", "corruptions", "corruptions_3d")
 DATASETS = ("cifar10", "cifar100", "imagenet", "fashion-mnist")
@@ -72,6 +72,7 @@ class Verification(BaseModel):
     skipped: list[str] = Field(default_factory=list)
     seed: int
     weights_sha256: str | None = None
+    content_digest: str | None = None  # sha256 over every field that is not free text (integrity.content_digest)
 
 
 class RobcurveBlock(BaseModel):
@@ -91,6 +92,8 @@ class RobcurveBlock(BaseModel):
     compute_s: dict[str, float] = Field(default_factory=dict)
     verification: Verification | None = None
     series: dict[str, Any] | None = None  # {"of": "zoo:vit-fmnist", "epoch": 3} for a training checkpoint
+    flags: list[str] = Field(default_factory=list)  # e.g. "below-chance" (submitted with --allow-below-chance)
+    protocol: dict[str, str] | None = None  # the board's protocol the run followed: {"config": ..., "digest": ...}
 
     def row(self, metric: str, condition: str | None = None) -> MetricRow | None:
         for r in self.metrics:
@@ -123,7 +126,28 @@ class Entry(BaseModel):
     unreliable: bool = False
     footnote: str | None = ""
     imported: bool = False  # a RobustBench row with no robcurve measurement yet
+    source: str | None = None  # provenance of imported numbers: "robustbench"
+    source_sha256: str | None = None  # sha256 of the imported RobustBench file
     robcurve: RobcurveBlock | None = None
+    _raw: dict[str, Any] | None = PrivateAttr(default=None)  # the file's JSON as read (for the content digest)
+
+    def __eq__(self, other: object) -> bool:  # the fields, not how the file was read
+        return isinstance(other, Entry) and self.model_dump() == other.model_dump()
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def status(self) -> str:
+        """'verified' (robcurve entry whose content digest holds), 'imported' (RobustBench numbers with
+        their provenance), or 'unverified' (anything else: never ranked among verified entries)."""
+        from robcurve.leaderboard.integrity import content_digest
+
+        if self.robcurve is None:
+            return "imported" if self.source == "robustbench" and self.source_sha256 else "unverified"
+        v = self.robcurve.verification
+        if v is None or v.mismatches or not v.content_digest:
+            return "unverified"
+        raw = self._raw if self._raw is not None else self.model_dump(mode="json", exclude_unset=True)
+        return "verified" if content_digest(raw) == v.content_digest else "unverified"
 
     @field_validator("eps", "clean_acc", "reported", "autoattack_acc", "corruptions_acc", "external", mode="before")
     @classmethod

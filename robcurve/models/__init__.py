@@ -87,7 +87,8 @@ def resolve_spec(spec: str, dataset: str = "fashion-mnist", threat_model: str = 
 
 def load_model(spec: str, *, dataset: str = "fashion-mnist", threat_model: str = "Linf", weights: str | None = None,
                model_dir: str | None = None, device: str | torch.device = "cpu", dtype: torch.dtype | None = None,
-               verbose: bool = False, model_kwargs: dict[str, Any] | None = None, **kwargs) -> RobcurveModel:
+               verbose: bool = False, model_kwargs: dict[str, Any] | None = None, mean: Any = None, std: Any = None,
+               **kwargs) -> RobcurveModel:
     """Load a model in the RobcurveModel contract ([0, 1] input, normalisation inside, eval mode).
 
     Args:
@@ -96,6 +97,9 @@ def load_model(spec: str, *, dataset: str = "fashion-mnist", threat_model: str =
         model_dir: RobustBench model dir for ``robustbench:``.
         model_kwargs: constructor arguments for ``timm:`` and ``file:`` models (timm
             ``create_model`` kwargs such as ``in_chans``); refused for the other sources.
+        mean, std: input normalisation per channel, overriding what the source gives (timm's
+            pretrained cfg, a ``file:`` sidecar, the zoo card); the one used and where it came
+            from are in ``model.info.extra["normalisation"]``.
     """
     if model_kwargs is not None and not isinstance(model_kwargs, dict):
         raise RobcurveError(f"model_kwargs must be a mapping, got {type(model_kwargs).__name__}", fix='e.g. {"in_chans": 1}')
@@ -128,6 +132,7 @@ def load_model(spec: str, *, dataset: str = "fashion-mnist", threat_model: str =
         model = loader(name)
     if spec != full:
         model.info.extra["alias"] = spec
+    set_normalisation(model, source, mean, std)
     try:
         model = model.to(device)
     except (RuntimeError, AssertionError, TypeError, ValueError) as e:
@@ -136,6 +141,27 @@ def load_model(spec: str, *, dataset: str = "fashion-mnist", threat_model: str =
     if dtype is not None:
         model = model.to(dtype)
     return model.eval()
+
+
+#: where each source's mean/std come from, when no flag overrides them
+NORM_SOURCES = {"timm": "timm pretrained cfg of the architecture", "zoo": "zoo model card (Fashion-MNIST training statistics)",
+                "file": "sidecar JSON next to the weights (0 and 1 where it names none)",
+                "robustbench": "RobustBench model (any normalisation is inside the network)", "py": "the factory's model"}
+
+
+def set_normalisation(model: RobcurveModel, source: str, mean: Any = None, std: Any = None) -> None:
+    """Apply a mean/std override (if any) and record in ``info.extra`` which normalisation is used and why."""
+    from robcurve.models.wrapper import _check_norm_stats
+
+    origin = NORM_SOURCES.get(source, f"the {source}: source")
+    if mean is not None or std is not None:
+        cur_m, cur_s = model.mean.flatten().tolist(), model.std.flatten().tolist()
+        m, s = _check_norm_stats(mean if mean is not None else cur_m, std if std is not None else cur_s, model.info)
+        model.mean = torch.tensor(m, dtype=model.mean.dtype, device=model.mean.device).view(1, -1, 1, 1)
+        model.std = torch.tensor(s, dtype=model.std.dtype, device=model.std.device).view(1, -1, 1, 1)
+        origin = "--mean/--std (config mean/std)"
+    model.info.extra["normalisation"] = {"mean": [round(v, 6) for v in model.mean.flatten().tolist()],
+                                         "std": [round(v, 6) for v in model.std.flatten().tolist()], "from": origin}
 
 
 __all__ = ["ALIASES", "SOURCES", "THREAT_ALIASES", "ModelInfo", "RobcurveModel", "as_robmodel", "load_model", "resolve_spec"]

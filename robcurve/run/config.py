@@ -267,6 +267,21 @@ def _json_object(v: Any) -> Any:
 ModelKwargs = Annotated[dict[str, Any], BeforeValidator(_json_object)]
 
 
+def _floats(v: Any) -> Any:
+    """``--mean 0.5`` or ``--mean 0.485,0.456,0.406`` (text) -> list of floats; lists pass through."""
+    if isinstance(v, str):
+        try:
+            return [float(x) for x in v.replace(" ", "").strip("[]").split(",") if x]
+        except ValueError:
+            raise ValueError(f"expected numbers separated by commas, got {v!r}") from None
+    if isinstance(v, int | float) and not isinstance(v, bool):
+        return [float(v)]
+    return v
+
+
+NormStats = Annotated[list[float] | None, BeforeValidator(_floats)]
+
+
 class RunConfig(Strict):
     """Everything a run measures; stored with its results."""
 
@@ -277,6 +292,10 @@ class RunConfig(Strict):
     weights: str | None = None
     model_kwargs: ModelKwargs = Field(default_factory=dict, exclude_if=lambda v: not v,
                                       description="extra model constructor arguments (timm create_model kwargs, e.g. in_chans)")
+    mean: NormStats = Field(None, exclude_if=lambda v: v is None,
+                            description="input mean per channel, overriding the model source's (e.g. 0.5 or 0.485,0.456,0.406)")
+    std: NormStats = Field(None, exclude_if=lambda v: v is None,
+                           description="input standard deviation per channel, overriding the model source's")
     model_dir: str | None = None
     split: Literal["test", "train"] = "test"
     n: int = Field(300, ge=1)
@@ -288,6 +307,9 @@ class RunConfig(Strict):
         "none", description="run the model's forwards under torch.autocast (bf16/fp16); moves curvature at small scales, see docs/devices.md")
     max_memory: int | str | None = Field(
         None, description="memory budget of robcurve's chunks and attack sub-batches: bytes, 2GiB, 512MB or 25% (default 2 GiB, or 25% of free device memory if less)")
+    threads: int | None = Field(None, ge=1, le=1024, exclude_if=lambda v: v is None,
+                                description="torch CPU threads (a machine setting, not in the digest; default: the CPUs this "
+                                            "process may use: affinity, cgroup quota, OMP_NUM_THREADS, SLURM_CPUS_PER_TASK)")
     attack: str = Field("pgd", description="a measurement registered as an attack (pgd, deepfool, jumpout) or none")
     attack_backend: Literal["robcurve", "torchattacks", "foolbox"] = "robcurve"
     measurements: list[str] = Field(default_factory=lambda: ["clean", "trajectory", "travel", "corruptions"])
@@ -403,22 +425,76 @@ class RunConfig(Strict):
         return {}
 
     def digest(self) -> str:
-        """sha256 of the fields that change results: not the machine's paths or device.
-
-        ``out``, ``device``, ``data_dir``, ``model_dir`` and ``weights`` (a path; the weights'
-        sha256 is stored with the model info) are left out, so the same study on another
-        machine has the same digest.
-        """
-        d = self.model_dump(exclude=set(MACHINE_FIELDS))
-        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+        """sha256 of the fields that change results (16 hex digits): see :func:`config_digest`."""
+        return config_digest(self.model_dump())
 
 
-# fields that name this machine's paths or devices: not part of a run's identity
-MACHINE_FIELDS = ("out", "device", "data_dir", "model_dir", "weights", "max_memory")
+# fields that name this machine's paths or devices (or its thread count): not part of a run's identity
+MACHINE_FIELDS = ("out", "device", "data_dir", "model_dir", "weights", "max_memory", "threads")
+
+# The fields of the config when its digest was first fixed (digest form 1). A field in this
+# tree is always part of the digest; a field added later enters it only when it differs from
+# its default, so a new option never changes the digest of a run made before it existed (and
+# the shipped leaderboard entries, report and series keep verifying).
+DIGEST_V1_FIELDS: dict[str, Any] = {
+    "model": None, "dataset": None, "threat_model": None, "split": None, "n": None, "seed": None,
+    "batch_size": None, "dtype": None, "attack": None, "attack_backend": None, "measurements": None,
+    "direction": {"kind": None, "clamp": None},
+    "trajectory": {"T": None, "E": None, "region": None, "ladder": None, "curved_threshold": None, "chunk_size": None},
+    "travel": {"h": None, "tol": None, "eps_max": None},
+    "pgd": {"norm": None, "eps": None, "steps": None, "step_size": None, "restarts": None, "random_start": None,
+            "budgets": None, "loss": None},
+    "pgd_distance": {"hi": None, "bisection_steps": None, "steps": None, "loss": None},
+    "deepfool": {"norm": None, "steps": None, "overshoot": None, "candidates": None},
+    "jumpout": {"eta": None, "jump": None, "keep_direction": None},
+    "calibration": {"n_bins": None, "corruptions": None, "severities": None},
+    "summary": {"bootstrap": None},
+}
+
+
+def _canonical(d: dict[str, Any], defaults: dict[str, Any], v1: dict[str, Any] | None) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if v1 is not None and k in v1:
+            sub = v1[k]
+            out[k] = _canonical(v, defaults.get(k) or {}, sub) if isinstance(sub, dict) and isinstance(v, dict) else v
+        elif isinstance(defaults, dict) and k in defaults and v == defaults[k]:
+            continue  # added after digest form 1 and at its default
+        else:
+            out[k] = v
+    return out
+
+
+_DEFAULTS: dict[str, Any] | None = None
+
+
+def portable_spec(spec: Any) -> Any:
+    """A model spec without this machine's folders: ``file:/home/me/w.safetensors`` -> ``file:w.safetensors``."""
+    if isinstance(spec, str) and spec.startswith("file:"):
+        return "file:" + Path(spec[5:]).name
+    return spec
+
+
+def config_digest(dump: dict[str, Any]) -> str:
+    """The digest of a dumped config: machine fields left out, later fields left out at their defaults.
+
+    ``out``, ``device``, ``data_dir``, ``model_dir``, ``weights`` (a path; the weights'
+    sha256 is stored with the model info), ``max_memory`` and ``threads`` are left out, so the
+    same study on another machine has the same digest.
+    """
+    global _DEFAULTS
+    if _DEFAULTS is None:
+        _DEFAULTS = RunConfig().model_dump()
+    d = {k: v for k, v in dump.items() if k not in MACHINE_FIELDS}
+    if "model" in d:
+        d["model"] = portable_spec(d["model"])
+    d = _canonical(d, _DEFAULTS, DIGEST_V1_FIELDS)
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
 
 # fields a CLI flag maps to directly
-FLAG_FIELDS = ("model", "dataset", "data_dir", "threat_model", "weights", "model_dir", "n", "seed", "batch_size",
-               "device", "dtype", "autocast", "max_memory", "attack", "attack_backend", "out", "model_kwargs")
+FLAG_FIELDS = ("model", "dataset", "data_dir", "threat_model", "weights", "model_dir", "n", "seed", "batch_size", "mean", "std",
+               "device", "dtype", "autocast", "max_memory", "attack", "attack_backend", "out", "model_kwargs", "threads")
 
 
 def merge(base: dict, over: dict) -> dict:

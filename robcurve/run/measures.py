@@ -218,6 +218,7 @@ def m_travel(ctx: Context, start: int, x: Tensor, y: Tensor, split_idx: Tensor) 
     t = ctx.cfg.travel
     d = direction(ctx, start, x, y)
     res = travel_distance(ctx.model, x, y, d, h=t.h, tol=t.tol, eps_max=t.eps_max, clamp=ctx.cfg.direction.clamp)
+    ctx.cache[f"travel:{start}"] = res  # shared with the boundary-relative window (same inputs, same search)
     return records(res.to_dataframe())
 
 
@@ -307,3 +308,12 @@ def _register_layers() -> None:
 
 
 _register_layers()
+
+
+def _register_modules() -> None:
+    # robcurve.run.measurements.* register themselves on import; they import this module, so the
+    # import waits until its registry and helpers exist (a deferred import, not a heavy dependency)
+    import robcurve.run.measurements  # noqa: F401
+
+
+_register_modules()

@@ -51,6 +51,26 @@ class RunResults:
     notes: list[str] = field(default_factory=list)
 
     def value(self, metric: str, condition: str | None = None) -> float:
+        """The value of ``metric`` under ``condition`` (NaN when the row's value is null).
+
+        Raises RobcurveError for an unknown metric (with the closest names) and for a metric
+        reported under several conditions when ``condition`` is not given (listing them).
+        """
+        import difflib
+
+        names = list(dict.fromkeys(r.metric for r in self.rows))
+        if metric not in names:
+            close = difflib.get_close_matches(metric, names, n=3)
+            raise RobcurveError(f"this run has no metric {metric!r}" + (f"; did you mean {', '.join(close)}?" if close else ""),
+                                fix=f"choose one of: {', '.join(names)}")
+        conds = [r.condition for r in self.rows if r.metric == metric]
+        if condition is None and len(conds) > 1:
+            raise RobcurveError(f"metric {metric!r} is reported under {len(conds)} conditions: "
+                                f"{', '.join(repr(c) for c in conds)}",
+                                fix=f"pass condition=..., e.g. value({metric!r}, condition={conds[0]!r})")
+        if condition is not None and condition not in conds:
+            raise RobcurveError(f"metric {metric!r} has no condition {condition!r}",
+                                fix=f"choose one of: {', '.join(repr(c) for c in conds)}")
         return metric_value(self.rows, metric, condition)
 
     def row(self, metric: str, condition: str | None = None) -> Row | None:

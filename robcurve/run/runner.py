@@ -36,6 +36,7 @@ from robcurve.run.measures import MEASUREMENTS, Context
 from robcurve.run.store import Store, atomic_write_text, run_lock
 
 CODE_VERSION = robcurve.__version__
+PIPED_EVERY = 30.0  # seconds between progress lines when stderr is not a terminal
 OUTPUTS = ("entry.json", "samples.csv", "summary.md", "summary.csv", "summary.json")
 
 
@@ -78,13 +79,54 @@ def _device(name: str) -> torch.device:
     return device
 
 
+def allowed_cpus() -> tuple[int, str]:
+    """How many CPUs this process may use, and what says so (the smallest of the limits found)."""
+    limits: list[tuple[int, str]] = []
+    try:
+        limits.append((len(os.sched_getaffinity(0)), "CPU affinity"))
+    except (AttributeError, OSError):
+        limits.append((os.cpu_count() or 1, "os.cpu_count()"))
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            limits.append((max(1, int(int(quota) // int(period))), "cgroup CPU quota"))
+    except (OSError, ValueError):
+        pass
+    for var in ("SLURM_CPUS_PER_TASK", "OMP_NUM_THREADS"):
+        v = os.environ.get(var, "")
+        if v.isdigit() and int(v) > 0:
+            limits.append((int(v), var))
+    return min(limits)
+
+
+def set_threads(cfg: RunConfig, ranks: int = 1, verbose: bool = False) -> int:
+    """torch's intra-op threads: ``cfg.threads``, else the allowed CPUs split between torchrun ranks."""
+    if cfg.threads is not None:
+        n, why = cfg.threads, "--threads"
+    else:
+        cpus, why = allowed_cpus()
+        n = max(1, cpus // max(1, ranks))
+        why += f" ({cpus} CPU(s)" + (f" over {ranks} ranks)" if ranks > 1 else ")")
+    if n != torch.get_num_threads():
+        torch.set_num_threads(n)
+    if verbose:
+        print(f"robcurve: {n} torch thread(s) from {why}", file=sys.stderr)
+    return n
+
+
+
 def prepare(cfg: RunConfig, verbose: bool = True) -> tuple[RobcurveModel, SampleSet, torch.device]:
     """Resolve and load the model and data, and check the model's output: all before any file is touched."""
     device = _device(cfg.device)
+    if device.type == "cpu":
+        local = os.environ.get("LOCAL_WORLD_SIZE", "")  # torchrun ranks on this machine share its CPUs
+        set_threads(cfg, int(local) if local.isdigit() else 1)
     spec = resolve_spec(cfg.model, cfg.dataset, cfg.threat_model)
     if verbose and spec != cfg.model:
         print(f"robcurve: model {cfg.model!r} resolved to {spec!r} for dataset {cfg.dataset!r}", file=sys.stderr)
-    kwargs = {"model_kwargs": cfg.model_kwargs} if cfg.model_kwargs else {}
+    kwargs: dict = {"model_kwargs": cfg.model_kwargs} if cfg.model_kwargs else {}
+    if cfg.mean is not None or cfg.std is not None:
+        kwargs.update(mean=cfg.mean, std=cfg.std)
     model = load_model(spec, dataset=cfg.dataset.split("-c:")[0], threat_model=cfg.threat_model, weights=cfg.weights,
                        model_dir=cfg.model_dir, device=device,
                        dtype=torch.float64 if cfg.dtype == "float64" else None, **kwargs)
@@ -96,10 +138,39 @@ def prepare(cfg: RunConfig, verbose: bool = True) -> tuple[RobcurveModel, Sample
     from robcurve.validate import check_model_on_data
 
     check_model_on_data(model, data.images, data.labels, dataset=cfg.dataset)
+    check_classes_and_chance(model, data, cfg, verbose)
     from robcurve.memory import set_memory_budget
 
     set_memory_budget(cfg.max_memory)  # recorded in the store's meta (machine), not printed
     return model, data, device
+
+
+def check_classes_and_chance(model: RobcurveModel, data: SampleSet, cfg: RunConfig, verbose: bool) -> None:
+    """The model's class count must equal the dataset's; clean accuracy at or below chance on the first
+    batch gets a warning (a wrong normalisation or label order). Prints the normalisation in use."""
+    from robcurve.data.base import DATASETS
+    from robcurve.errors import ModelError
+
+    base = cfg.dataset.split("-c:")[0]
+    want = DATASETS.get(base).num_classes if base in DATASETS else None
+    x = data.images[: min(len(data), cfg.batch_size, 64)].to(model.device, model.dtype)
+    with torch.no_grad():
+        logits = model(x)
+    k = int(logits.shape[1])
+    if want and k != want:
+        raise ModelError(f"model {model.info.spec!r} has {k} classes but {base} has {want}", where=cfg.model,
+                         fix=f"give the model a {want}-class head (e.g. --model-kwargs '{{\"num_classes\": {want}}}' for "
+                             "timm:) or measure it on a dataset with its classes")
+    model.info.input_size = tuple(int(v) for v in data.images.shape[1:])  # what it was measured at
+    acc = float((logits.argmax(1).cpu() == data.labels[: len(x)]).float().mean())
+    norm = model.info.extra.get("normalisation", {})
+    if verbose:  # printed once loading and the checks have passed (an error stays the only line)
+        print(f"robcurve: normalisation mean {norm.get('mean')} std {norm.get('std')} ({norm.get('from', '?')}); "
+              f"input {list(model.info.input_size)}; {torch.get_num_threads()} torch thread(s)", file=sys.stderr)
+    if acc <= 1.0 / k:
+        print(f"robcurve: warning: clean accuracy on the first {len(x)} images is {100 * acc:.1f}%, at or below chance "
+              f"({100 / k:.1f}%): check the normalisation (--mean/--std; now {norm.get('mean')}/{norm.get('std')} from "
+              f"{norm.get('from', '?')}) and the label order", file=sys.stderr)
 
 
 def _check_out(out: Path) -> None:
@@ -224,8 +295,11 @@ def _measure(store: Store, out: Path, cfg: RunConfig, model: RobcurveModel, data
     atomic_write_text(out / "config.json", json.dumps(cfg_dict, indent=2) + "\n")
     ctx = Context(cfg, model, data, device)
     measurements = cfg.all_measurements()
+    piped = progress is None and not sys.stderr.isatty()  # a log file or pipe: one line every PIPED_EVERY s
     if progress is None:
         progress = sys.stderr.isatty()
+    last_line = time.perf_counter()
+    n_batches = (len(data) + cfg.batch_size - 1) // cfg.batch_size
     bars = {m: tqdm(total=len(data), desc=f"{m:>15}", position=i, leave=True, disable=not progress, unit="img")
             for i, m in enumerate(measurements)}
     computed = skipped = 0
@@ -258,6 +332,13 @@ def _measure(store: Store, out: Path, cfg: RunConfig, model: RobcurveModel, data
                     computed += len(samples)
                 bars[m].update(len(samples))
             ctx.cache.clear()
+            now = time.perf_counter()
+            if piped and (now - last_line >= PIPED_EVERY or stop == len(data)):
+                last_line = now
+                took = time.time() - t0
+                left = took / stop * (len(data) - stop) if stop else 0.0
+                print(f"robcurve: {stop}/{len(data)} samples (batch {b_index + 1}/{n_batches}), {took:.0f} s so far, "
+                      f"about {left:.0f} s left", file=sys.stderr, flush=True)
     finally:
         for b in bars.values():
             b.close()

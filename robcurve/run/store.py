@@ -33,15 +33,18 @@ CREATE TABLE IF NOT EXISTS results (
 """
 
 
-def _clean(v: Any) -> Any:
+def json_safe(v: Any) -> Any:
     """JSON-safe: NaN/inf become None (never a sentinel number)."""
     if isinstance(v, float) and not math.isfinite(v):
         return None
     if isinstance(v, dict):
-        return {k: _clean(x) for k, x in v.items()}
+        return {k: json_safe(x) for k, x in v.items()}
     if isinstance(v, list | tuple):
-        return [_clean(x) for x in v]
+        return [json_safe(x) for x in v]
     return v
+
+
+_clean = json_safe
 
 
 class Store:
@@ -112,7 +115,18 @@ class Store:
             q += " WHERE measurement=?"
             args = (measurement,)
         q += " ORDER BY measurement, sample"
-        return [(a, b, c, d, json.loads(e)) for a, b, c, d, e in self.con.execute(q, args)]
+        out = []
+        for a, b, c, d, e in self.con.execute(q, args):
+            try:
+                v = json.loads(e)
+            except (TypeError, ValueError, RecursionError):
+                v = None
+            if not isinstance(v, dict):
+                raise RobcurveError(f"the result store {self.path} holds a damaged row ({c} of sample {a}: not a JSON "
+                                    "object)", where=str(self.path),
+                                    fix=f"delete that row or rerun with --fresh (robcurve bench recomputes missing rows)")
+            out.append((a, b, c, d, v))
+        return out
 
 
 def atomic_write_text(path: Path, text: str) -> None:

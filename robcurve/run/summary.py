@@ -22,7 +22,7 @@ import pandas as pd
 
 import robcurve
 from robcurve.errors import RobcurveError
-from robcurve.run.config import MACHINE_FIELDS, RunConfig
+from robcurve.run.config import MACHINE_FIELDS, RunConfig, portable_spec
 from robcurve.run.metrics import Row, compute_rows, rows_dataframe
 from robcurve.run.store import Store, atomic_write_bytes, atomic_write_text
 
@@ -166,7 +166,7 @@ def entry(s: dict[str, Any]) -> dict[str, Any]:
             "scale": s["scale"],
             "notes": s["notes"],
             "attack_backend": backend,
-            "config": cfg.model_dump(exclude=set(MACHINE_FIELDS)),
+            "config": {**cfg.model_dump(exclude=set(MACHINE_FIELDS)), "model": portable_spec(cfg.model)},
             "config_digest": cfg.digest(),
             "results_digest": s["results_digest"],
             "compute_s": {k: round(v, 1) for k, v in sorted(s["compute_s"].items())},
@@ -319,24 +319,53 @@ def plots(s: dict[str, Any], out: Path) -> list[str]:
     return made
 
 
-def write_outputs(store: Store, out: Path) -> dict[str, Any]:
-    """Write entry.json, summary.md/.csv/.json, samples.csv and the plots; return the summary."""
+def missing_rows(store: Store | RowSource) -> str | None:
+    """None when every measurement of the config is stored for every sample of the run, else what is missing."""
+    cfg_dict = store.get_meta("config")
+    if cfg_dict is None:
+        return "no config stored"
+    cfg = RunConfig.model_validate(cfg_dict)
+    n = (store.get_meta("dataset") or {}).get("n")
+    counts: dict[str, int] = {}
+    for _, _, m, _, _ in store.rows():
+        counts[m] = counts.get(m, 0) + 1
+    if not isinstance(n, int):
+        n = max(counts.values(), default=0)
+    gaps = [f"{m} {counts.get(m, 0)}/{n}" for m in cfg.all_measurements() if counts.get(m, 0) != n]
+    return f"{len(gaps)} measurement(s) incomplete ({', '.join(gaps)} samples stored)" if gaps else None
+
+
+def write_outputs(store: Store, out: Path, partial: bool = False) -> dict[str, Any]:
+    """Write entry.json, summary.md/.csv/.json, samples.csv and the plots; return the summary.
+
+    An incomplete run (rows missing) is refused unless ``partial``: then the summary says so
+    on its first line and no ``entry.json`` is written (an incomplete run cannot be submitted).
+    """
+    missing = missing_rows(store)
+    if missing and not partial:
+        raise RobcurveError(f"the run in {out} is incomplete: {missing}", where=str(out),
+                            fix="rerun the same robcurve bench command to finish it, or pass --partial for a summary "
+                                "marked incomplete")
     s = build(store)
     out = Path(out)
     e = entry(s)
     rows_df = rows_dataframe(s["rows"])
     made = plots(s, out)
-    md = f"{header(s)}\n\n{table(s['rows'])}\n\nPlots: {', '.join(made)}\n"
+    warn = f"**INCOMPLETE RUN: {missing}; not submittable.**\n\n" if missing else ""
+    md = f"{warn}{header(s)}\n\n{table(s['rows'])}\n\nPlots: {', '.join(made)}\n"
     atomic_write_text(out / "summary.md", md)
     atomic_write_text(out / "summary.csv", rows_df.to_csv(index=False))
     atomic_write_text(out / "summary.json", dumps(e["robcurve"]["metrics"]))
     atomic_write_text(out / "samples.csv", samples_frame(s["frames"]).to_csv())
-    atomic_write_text(out / "entry.json", dumps(e))  # last: its presence marks a complete set of outputs
+    if missing:
+        (out / "entry.json").unlink(missing_ok=True)
+    else:
+        atomic_write_text(out / "entry.json", dumps(e))  # last: its presence marks a complete set of outputs
     s.update(table=table(s["rows"]), plots=made, entry=e, markdown=md)
     return s
 
 
-def summarize(run_dir: str | Path) -> dict[str, Any]:
+def summarize(run_dir: str | Path, partial: bool = False) -> dict[str, Any]:
     """Rebuild every output of a run folder from its store (no model is loaded)."""
     run_dir = Path(run_dir)
     db = run_dir / "results.sqlite"
@@ -344,6 +373,6 @@ def summarize(run_dir: str | Path) -> dict[str, Any]:
         raise RobcurveError(f"no result store in {run_dir}", where=str(db), fix="pass a run folder written by robcurve bench")
     store = Store(db)
     try:
-        return write_outputs(store, run_dir)
+        return write_outputs(store, run_dir, partial=partial)
     finally:
         store.close()

@@ -83,6 +83,7 @@ def finalize(recipe: Recipe, work_dir: Path, data_dir: str | None = None) -> dic
         "training": {"time_s": info["train_time_s"], "steps": info["steps"], "machine": info["machine"],
                      "history": info["history"]},
         "weights": {"file": str(final.relative_to(ZOO_DIR)), "sha256": sha256_file(final), "format": "safetensors"},
+        "label_smoothing": recipe.label_smoothing, "population": recipe.population,
         "series": series, "recipe": recipe.to_dict(),
     }
     (CARDS / f"{name}.json").write_text(json.dumps(c, indent=2) + "\n")

@@ -186,7 +186,7 @@ def train(recipe: Recipe, work_dir: Path, data_dir: str | None = None, progress:
             x = fgsm_rs(model, x, y, recipe.adv_eps, recipe.adv_step or recipe.adv_eps, g)
         for group in opt.param_groups:
             group["lr"] = lr_at(recipe, global_step, steps_per_epoch)
-        loss = F.cross_entropy(model(x), y)
+        loss = F.cross_entropy(model(x), y, label_smoothing=recipe.label_smoothing)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
