@@ -274,3 +274,45 @@ def test_below_chance_needs_a_flag_and_is_marked(tmp_path, capsys):
     df = tidy(load_entries(root))
     assert df.iloc[0]["flags"] == "below-chance"
     assert ZOO_DIR.is_dir()
+
+
+# -- value() cannot mislead ---------------------------------------------------------------------------
+def test_run_value_raises_on_unknown_and_ambiguous_metrics(tmp_path):
+    import robcurve
+    from robcurve.errors import RobcurveError
+
+    out = tmp_path / "run"
+    assert main(["bench", "--model", "zoo:vit-fmnist", "--config", SMOKE, "--out", str(out), "--no-progress",
+                 "--set", "n=4", "--set", "summary.bootstrap=0", "--measurements", "clean,corruptions",
+                 "--attack", "none", "--set", "calibration.corruptions=[contrast, fog]"]) == 0
+    r = robcurve.load_run(out)
+    with pytest.raises(RobcurveError, match="did you mean corruption_acc"):
+        r.value("corruption_accc")
+    with pytest.raises(RobcurveError, match="reported under 3 conditions: 'contrast:3', 'fog:3', 'mean'"):
+        r.value("corruption_acc")
+    mean = r.value("corruption_acc", condition="mean")
+    assert mean == pytest.approx((r.value("corruption_acc", condition="contrast:3")
+                                  + r.value("corruption_acc", condition="fog:3")) / 2)
+    with pytest.raises(RobcurveError, match="no condition 'snow:3'"):
+        r.value("corruption_acc", condition="snow:3")
+    assert r.value("clean_acc") == pytest.approx(r.row("clean_acc").value)
+
+
+def test_normalisation_is_stated_and_overridable(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["bench", "--model", "zoo:vit-fmnist", "--config", SMOKE, "--out", str(out), "--no-progress",
+                 "--set", "n=4", "--set", "summary.bootstrap=0", "--measurements", "clean", "--attack", "none",
+                 "--mean", "0.5", "--std", "0.25"]) == 0
+    err = capsys.readouterr().err
+    assert "normalisation mean [0.5] std [0.25] (--mean/--std" in err
+    e = json.loads((out / "entry.json").read_text())
+    assert e["robcurve"]["model"]["extra"]["normalisation"] == {"mean": [0.5], "std": [0.25],
+                                                                 "from": "--mean/--std (config mean/std)"}
+    assert e["robcurve"]["model"]["input_size"] == [1, 28, 28]
+
+
+def test_class_count_mismatch_is_an_error(tmp_path, capsys):
+    assert main(["bench", "--model", "timm:resnet18", "--weights", "random", "--model-kwargs", '{"in_chans": 1}',
+                 "--config", SMOKE, "--out", str(tmp_path / "r"), "--no-progress", "--set", "n=2",
+                 "--measurements", "clean", "--attack", "none"]) == 2
+    assert "has 1000 classes but fashion-mnist-embedded has 10" in capsys.readouterr().err

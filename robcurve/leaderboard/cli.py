@@ -248,7 +248,8 @@ BIBTEX = """@inproceedings{kim2024curved,
   author    = {Kim, Juyeop and Park, Junha and Kim, Songkuk and Lee, Jong-Seok},
   booktitle = {Proceedings of the AAAI Conference on Artificial Intelligence},
   year      = {2024},
-  note      = {arXiv:2210.05742}
+  note      = {arXiv:2210.05742},
+  url       = {https://arxiv.org/abs/2210.05742}
 }
 
 @software{robcurve,

@@ -105,7 +105,8 @@ def load_entries(root: str | Path = DEFAULT_ROOT, dataset: str | None = None, th
     root = Path(root)
     if not root.is_dir():
         raise RobcurveError(f"no leaderboard folder {root}", where=str(root),
-                            fix="run from the repository root or pass --root")
+                            fix="run from the repository root, or pass --root DIR (command line) / root=DIR "
+                                "(robcurve.leaderboard.load)")
     files, passed = entry_files(root, dataset, threat)
     for msg in passed:
         print(f"robcurve: warning: not read: {msg}", file=sys.stderr)
