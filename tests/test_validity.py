@@ -251,3 +251,60 @@ def test_frozen_attention_replays_the_clean_forward_at_eps_zero():
                 fz.rows = torch.tensor([1, 0, 1])
                 rep = model(x[[1, 0, 1]])
         assert torch.allclose(rec, ref, atol=1e-5) and torch.allclose(rep, ref[[1, 0, 1]], atol=1e-5), spec
+
+
+# -- adaptive jump-out (METHOD §4) ---------------------------------------------------------------------
+class _CurvedRegion(torch.nn.Module):
+    """Features (p, s(q) sin(30 p)) where p is the mean of the left half of the image and q the maximum
+    of its right half; s(q) = 1 inside the curved region q < q0. The label flips at p = 0.6, so the
+    FGSM direction moves p only (it is 0 on the right half) and travel stays inside the region; a jump
+    that raises any right-half pixel to q0 leaves it. The smallest such jump is known: η* = q0."""
+
+    def __init__(self, q0: float = 0.03):
+        super().__init__()
+        self.q0 = q0
+        self.head = torch.nn.Linear(2, 2)
+        with torch.no_grad():
+            self.head.weight.copy_(torch.tensor([[0.0, 0.0], [20.0, 0.0]]))
+            self.head.bias.copy_(torch.tensor([0.0, -20.0 * 0.6]))
+
+    def forward(self, x):
+        left, right = x[..., :14], x[..., 14:]
+        p = left.flatten(1).mean(1, keepdim=True)
+        s = (right.flatten(1).amax(1, keepdim=True) < self.q0).to(x.dtype)
+        return self.head(torch.cat([p, s * torch.sin(30 * p)], 1))
+
+
+def test_adaptive_jump_finds_the_known_smallest_jump_out_of_a_curved_region():
+    from robcurve.geometry import get_direction, travel_distance
+    from robcurve.geometry.adaptive_jump import adaptive_jump
+
+    model = _CurvedRegion(q0=0.03)
+    x = torch.zeros(3, 1, 28, 28)
+    x[..., :14] = torch.tensor([0.1, 0.2, 0.3]).view(3, 1, 1, 1)
+    x[2, :, :, 14:] = 0.5  # the third sample starts outside the curved region: a straight control
+    y = torch.zeros(3, dtype=torch.long)
+
+    def direction_fn(xx, yy):
+        return get_direction(model, xx, yy, kind="fgsm")
+
+    def travel_fn(xx, yy, dd):
+        r = travel_distance(model, xx, yy, dd, h=1e-3, tol=1e-7, eps_max=1.0)
+        return torch.as_tensor(r.eps, dtype=torch.float64), torch.as_tensor(r.censored)
+
+    d = direction_fn(x, y)
+    assert torch.all(d[..., 14:] == 0)
+    t0, cens = travel_fn(x, y, d)
+    c0 = window_curvature(model, x, d, t0, cens, points=41).feat_side
+    assert bool(c0[0] > 0.05) and bool(c0[1] > 0.05) and bool(c0[2].abs() < 1e-9)
+    res = adaptive_jump(model, x, y, d, t0, c0, direction_fn=direction_fn, travel_fn=travel_fn, threshold=0.05,
+                        etas=[0.01, 0.02, 0.04, 0.08], seed=0, points=41)
+    assert res.curved.tolist() == [True, True, False]
+    assert res.jumped[:2].all() and res.eta[:2].tolist() == [0.04, 0.04]  # the known eta* = q0 rounded up the ladder
+    assert all(k == "random" for k in res.kind[:2]) and torch.all(res.c_after[:2].abs() < 1e-9)
+    # after the jump the boundary is where the straight path says: t' = 0.6 - p' (p' within a jump of p)
+    assert np.allclose(res.t_after[:2].numpy(), (0.6 - torch.tensor([0.1, 0.2])).numpy(), atol=0.05)
+    assert res.eta[2] == 0.01 and res.kind[2] == "random"  # the straight control gets the first jump
+    # no random jump of size eta* keeps these samples in the region (every right-half pixel goes up or stays 0
+    # and the max is eta*), so the null control finds no non-straightening jump: it stays NaN, never invented
+    assert torch.isnan(res.null_ratio[:2]).all()

@@ -7,7 +7,6 @@ from robcurve.cli import main
 from robcurve.data import load_dataset
 from robcurve.models import load_model
 from robcurve.zoo import card, verify_all, zoo_names
-
 from robcurve.zoo.recipes import POPULATION
 
 EXPECTED = {"vit-fmnist", "swin-fmnist", "resnet-fmnist", "convnext-fmnist", "vit-fmnist-at", "resnet-fmnist-at"}

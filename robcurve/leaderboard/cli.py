@@ -43,6 +43,7 @@ def show(
         return
     from robcurve.leaderboard import load_entries
     from robcurve.leaderboard.render import (
+        csv_text,
         html_page,
         latex,
         matched_pairs,
@@ -52,7 +53,6 @@ def show(
         text_table,
         tidy,
     )
-    from robcurve.leaderboard.render import csv_text
 
     check_board_names(dataset, threat)
     if fmt not in FORMATS:

@@ -14,7 +14,13 @@ from typing import Any
 from pydantic import ValidationError
 
 from robcurve.errors import RobcurveError
-from robcurve.leaderboard.integrity import MAX_ENTRY_BYTES, check_regular, gunzip_bounded, loads, read_text
+from robcurve.leaderboard.integrity import (
+    MAX_ENTRY_BYTES,
+    check_regular,
+    gunzip_bounded,
+    loads,
+    read_text,
+)
 from robcurve.leaderboard.schema import SAFE_ID, Entry
 
 DEFAULT_ROOT = Path("leaderboards")

@@ -497,8 +497,8 @@ def verify_entry(path: str | Path, *, weights: str | None = None, model_dir: str
     """
     from robcurve.leaderboard.integrity import MAX_ENTRY_BYTES, content_digest, loads, read_text
     from robcurve.run.config import RunConfig
-    from robcurve.run.summary import RowSource, build, entry, public_model_info, results_digest
     from robcurve.run.store import atomic_write_text
+    from robcurve.run.summary import RowSource, build, entry, public_model_info, results_digest
 
     check_args(verify_n=verify_n, rtol=rtol, atol=atol, max_batch=max_batch)
     p = Path(path)

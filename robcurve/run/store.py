@@ -124,7 +124,7 @@ class Store:
             if not isinstance(v, dict):
                 raise RobcurveError(f"the result store {self.path} holds a damaged row ({c} of sample {a}: not a JSON "
                                     "object)", where=str(self.path),
-                                    fix=f"delete that row or rerun with --fresh (robcurve bench recomputes missing rows)")
+                                    fix="delete that row or rerun with --fresh (robcurve bench recomputes missing rows)")
             out.append((a, b, c, d, v))
         return out
 

@@ -16,9 +16,9 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
-from robcurve.run.measures import Context, Measurement, register_measurement
+from robcurve.run.measurements.window import measured_prefix, window_pass
 from robcurve.run.measurements.window import settings as window_settings
-from robcurve.run.measurements.window import window_pass
+from robcurve.run.measures import Context, Measurement, register_measurement
 from robcurve.run.metrics import Inputs, metric
 
 NAME = "ablation"
@@ -35,9 +35,8 @@ class AblationCfg(BaseModel):
 def run_ablation(ctx: Context, start: int, x: Tensor, y: Tensor, split_idx: Tensor) -> list[dict]:
     from robcurve.geometry.ablation import ablation_curvature, has_attention, has_gates
 
-    cfg = ctx.cfg.section(NAME) if NAME in ctx.cfg.options or hasattr(ctx.cfg, "section") else AblationCfg()
     n = len(y)
-    k = n if cfg.max_samples is None else max(0, min(n, cfg.max_samples - start))
+    k = measured_prefix(n, start, ctx.cfg.section(NAME).max_samples)
     rows: list[dict] = [{"measured": False} for _ in range(n)]
     if k == 0:
         return rows
@@ -85,4 +84,4 @@ for _kind in KINDS:
                f"median per-sample ratio of curvedness with the {_kind} frozen at eps = 0 to the unfrozen curvedness "
                f"({'boundary-side' if _side == 'side' else 'symmetric'} window; 1 - ratio: the share the {_kind}' "
                "response causes)", "ratio", "none", "median", lambda i, k=_kind, s=_side: _ratio(i, k, s),
-               condition="frozen | window")
+               condition="frozen | window", leaderboard=_side == "side")

@@ -47,6 +47,11 @@ def condition(cfg, side: str) -> str:
     return f"{'boundary side' if side == 'side' else 'symmetric'} {span} P={s.points}"
 
 
+def measured_prefix(n: int, start: int, max_samples: int | None) -> int:
+    """How many of a batch's n samples (at run position ``start``) are among the run's first ``max_samples``."""
+    return n if max_samples is None else max(0, min(n, max_samples - start))
+
+
 def window_pass(ctx: Context, start: int, x: Tensor, y: Tensor) -> dict:
     """The batch's shared window pass (region labels, d, t, curvature), computed once per batch."""
     key = f"window:{start}"
@@ -166,12 +171,12 @@ metric("spearman_bw_curvedness_travel", NAME, "Spearman(boundary-side curvedness
        "(correct samples; the window no longer shares its edge with t)", "rho", "none", "spearman",
        lambda i: {condition(i.cfg, "side"): tuple(
            (lambda ok: (_col(i, "feat_side")[ok], np.where(_col(i, "censored", bool), np.inf, _col(i, "t"))[ok]))(
-               _col(i, "correct", bool) & np.isfinite(_col(i, "feat_side"))))}, condition="window")
+               _col(i, "correct", bool) & np.isfinite(_col(i, "feat_side"))))}, condition="window", leaderboard=True)
 metric("spearman_bw_curvedness_underconf", NAME, "Spearman(boundary-side curvedness, correct - confidence) over all "
        "samples (misclassified ones in their predicted class's region)", "rho", "none", "spearman",
        lambda i: {condition(i.cfg, "side"): tuple(
            (lambda ok: (_col(i, "feat_side")[ok], (_col(i, "correct", bool).astype(float) - _col(i, "conf"))[ok]))(
-               np.isfinite(_col(i, "feat_side"))))}, condition="window")
+               np.isfinite(_col(i, "feat_side"))))}, condition="window", leaderboard=True)
 metric("partial_bw_curvedness_underconf_margin", NAME, "partial Spearman(boundary-side curvedness, correct - "
        "confidence | logit margin) over all samples: the relation beyond what the margin explains", "rho", "none",
        "partial_spearman",
