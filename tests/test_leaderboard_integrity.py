@@ -316,3 +316,43 @@ def test_class_count_mismatch_is_an_error(tmp_path, capsys):
                  "--config", SMOKE, "--out", str(tmp_path / "r"), "--no-progress", "--set", "n=2",
                  "--measurements", "clean", "--attack", "none"]) == 2
     assert "has 1000 classes but fashion-mnist-embedded has 10" in capsys.readouterr().err
+
+
+# -- the population board (issue 25) ----------------------------------------------------------------
+POP_BOARD = ROOT / "leaderboards" / "population"
+
+
+def test_population_entries_verify_without_their_models(capsys):
+    files = sorted((POP_BOARD / "fashion-mnist" / "Linf").glob("*.json"))
+    if not files:
+        pytest.skip("no population entries shipped yet")
+    assert main(["leaderboard", "verify", "--all", "--no-remeasure", "--root", str(POP_BOARD)]) == 0
+    assert capsys.readouterr().out.count("OK ") == len(files)
+
+
+@pytest.mark.slow
+def test_population_entries_verify_by_remeasurement(capsys):
+    assert main(["leaderboard", "verify", "--all", "--n", "2", "--seed", "1", "--root", str(POP_BOARD)]) == 0
+    assert "FAIL" not in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_population_relations_state_power_partial_rho_and_the_mixed_model(tmp_path):
+    import robcurve.leaderboard as lb
+    from robcurve import acrossmodels as A
+
+    copy = tmp_path / "pop"
+    shutil.copytree(POP_BOARD, copy)
+    entries = load_entries(copy)
+    render_all(entries, copy)
+    rel = json.loads((copy / "relations.json").read_text())["fashion-mnist/Linf"]
+    n = len(entries)
+    assert all(r["n"] == n and r["rho_critical"] == pytest.approx(A.critical_rho(n)) for r in rel["relations"])
+    assert all("partial_rho" in r and "p_adj" in r for r in rel["relations"])
+    mixed = rel["mixed_models"]
+    assert mixed and mixed[0]["n_models"] == n and mixed[0]["lo"] < mixed[0]["coef"] < mixed[0]["hi"]
+    assert {c["metric"] for c in rel["family_contrasts"]} >= {"headline_curvedness"}
+    spread = rel["seed_spread"]
+    assert {s["architecture"] for s in spread} >= {"pop-vit", "pop-resnet"}
+    df = lb.load(root=copy)
+    assert len(df) == n and df["status"].eq("verified").all()

@@ -34,8 +34,9 @@ BOOT = 2000
 
 def columns() -> list[tuple[str, str | None]]:
     """(metric, condition) of every leaderboard column, from the registry; ``None`` = its only condition."""
-    from robcurve.run.metrics import METRICS
+    from robcurve.run.metrics import METRICS, load_all
 
+    load_all()
     out = []
     for n in METRICS.names_in_order():
         m = METRICS.get(n)
@@ -45,8 +46,9 @@ def columns() -> list[tuple[str, str | None]]:
 
 
 def _meta(metric: str) -> Any:
-    from robcurve.run.metrics import METRICS
+    from robcurve.run.metrics import METRICS, load_all
 
+    load_all()
     return METRICS.get(metric)
 
 
@@ -82,14 +84,24 @@ def tidy(entries: list[Entry]) -> pd.DataFrame:
             rec[f"{m}_hi"] = None if r is None else r.hi
             rec[f"{m}_n"] = None if r is None else r.n
             rec[f"{m}_condition"] = None if r is None else r.condition
-        src = next((m for m in HEADLINE_SOURCES if rec.get(m) is not None), None)
-        for suffix in ("", "_lo", "_hi", "_n", "_condition"):
-            rec[CURVATURE + suffix] = rec.get(f"{src}{suffix}") if src else None
-        rec["headline_metric"] = src or ""
         recs.append(rec)
     df = pd.DataFrame(recs)
     if df.empty:
         return df
+    # one headline definition per board: the boundary-relative one where any entry of the board has it
+    # (an entry without it then has no headline value), else the fixed-E curvedness; never a mix
+    for suffix in ("", "_lo", "_hi", "_n", "_condition"):
+        df[CURVATURE + suffix] = None
+    df["headline_metric"] = ""
+    for _, idx in df.groupby(["dataset", "threat_model"]).groups.items():
+        src = next((m for m in HEADLINE_SOURCES if m in df and df.loc[idx, m].notna().any()), None)
+        if src is None:
+            continue
+        for suffix in ("", "_lo", "_hi", "_n", "_condition"):
+            df.loc[idx, CURVATURE + suffix] = df.loc[idx, f"{src}{suffix}"]
+        df.loc[idx, "headline_metric"] = src
+    for suffix in ("", "_lo", "_hi"):
+        df[CURVATURE + suffix] = pd.to_numeric(df[CURVATURE + suffix], errors="coerce")
     df["_unverified"] = df["status"] == "unverified"  # listed, visibly, after every verified or imported entry
     df = df.sort_values(["dataset", "threat_model", "_unverified", "robust_acc", "clean_acc", "id"],
                         ascending=[True, True, True, False, False, True], na_position="last", kind="mergesort")

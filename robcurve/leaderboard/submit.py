@@ -347,6 +347,8 @@ def submit(run_dir: str | Path, root: str | Path = DEFAULT_ROOT, *, entry_id: st
         check_id(entry_id)
     run_dir = Path(run_dir)
     root = Path(root)
+    for proto in sorted(root.glob(f"*/*/{PROTOCOL_FILE}")):  # a damaged protocol file is refused before anything else
+        board_protocol(root, proto.parts[-3], proto.parts[-2])
     db = run_dir / "results.sqlite"
     if not db.is_file():
         raise RobcurveError(f"{run_dir} holds no finished run (no results.sqlite)", where=str(run_dir),

@@ -583,3 +583,8 @@ def _register_layer_metrics() -> None:
 
 
 _register_layer_metrics()
+
+
+def load_all() -> None:
+    """Register the metrics of every measurement module (they register on import with their measurement)."""
+    import robcurve.run.measures  # noqa: F401  (imports robcurve.run.measurements.*; deferred: they import this module)
