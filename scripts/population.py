@@ -39,7 +39,8 @@ def main(argv: list[str] | None = None) -> int:
             continue
         t0 = time.time()
         out = Path("runs/population-bench") / name
-        rc = cli(["bench", "--config", CONFIG, "--model", f"zoo:{name}", "--out", str(out), "--no-progress"])
+        rc = cli(["bench", "--config", CONFIG, "--model", f"zoo:{name}", "--out", str(out), "--no-progress",
+                  "--threads", str(args.threads)])
         if rc:
             print(f"[{i}/{len(names)}] {name}: bench failed ({rc})", file=sys.stderr, flush=True)
             continue
