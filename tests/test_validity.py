@@ -308,3 +308,19 @@ def test_adaptive_jump_finds_the_known_smallest_jump_out_of_a_curved_region():
     # no random jump of size eta* keeps these samples in the region (every right-half pixel goes up or stays 0
     # and the max is eta*), so the null control finds no non-straightening jump: it stays NaN, never invented
     assert torch.isnan(res.null_ratio[:2]).all()
+
+
+def test_gates_cover_timm_gelu_and_freezing_them_replays_the_clean_forward():
+    from robcurve.geometry.ablation import frozen, has_gates
+    from robcurve.models import load_model
+
+    model = load_model("zoo:convnext-fmnist")  # timm's own GELU class in the MLPs
+    assert has_gates(model)
+    x, _, _, _ = _path(2)
+    with torch.no_grad():
+        ref = model(x)
+        with frozen(model, "gates") as fz:
+            rec = fz.record(model, x)
+            fz.rows = torch.tensor([0, 1])
+            rep = model(x)
+    assert torch.allclose(rec, ref, atol=1e-5) and torch.allclose(rep, ref, atol=1e-5)

@@ -43,8 +43,19 @@ def has_attention(net: nn.Module) -> bool:
     return bool(_attention_modules(net))
 
 
+def _gate_types() -> tuple[type, ...]:
+    """ReLU and GELU modules: torch's, and timm's own GELU class (ConvNeXt's MLPs use it)."""
+    from timm.layers.activations import GELU as TimmGELU
+
+    return (nn.ReLU, nn.GELU, TimmGELU)
+
+
+def _is_relu(m: nn.Module) -> bool:
+    return isinstance(m, nn.ReLU)
+
+
 def has_gates(net: nn.Module) -> bool:
-    return any(isinstance(m, nn.ReLU | nn.GELU) for m in net.modules())
+    return any(isinstance(m, _gate_types()) for m in net.modules())
 
 
 class Freezer:
@@ -105,10 +116,10 @@ def _gate_forward(fz: Freezer, key: int):
     """ReLU(x) = x·1[x > 0] and GELU(x) = x·Φ(x): the gate is recorded at ε = 0 and replayed, so the unit is linear."""
     def forward(self: nn.Module, x: Tensor) -> Tensor:
         if fz.recording:
-            if isinstance(self, nn.ReLU):
+            if _is_relu(self):
                 gate = (x > 0).to(x.dtype)
             else:
-                gate = F.gelu(x, approximate=self.approximate) / torch.where(x == 0, torch.ones_like(x), x)
+                gate = F.gelu(x, approximate=getattr(self, "approximate", "none")) / torch.where(x == 0, torch.ones_like(x), x)
                 gate = torch.where(x == 0, torch.full_like(x, 0.5), gate)
             fz.cache[key] = gate.detach()
             return x * gate
@@ -138,7 +149,7 @@ def frozen(net: nn.Module, kind: str = "attention") -> Iterator[Freezer]:
     if kind == "attention":
         targets = [(m, _attn_forward) for m in _attention_modules(net)]
     elif kind == "gates":
-        targets = [(m, _gate_forward) for m in net.modules() if isinstance(m, nn.ReLU | nn.GELU)]
+        targets = [(m, _gate_forward) for m in net.modules() if isinstance(m, _gate_types())]
         targets += [(m, _maxpool_forward) for m in net.modules() if isinstance(m, nn.MaxPool2d)]
     else:
         raise ValueError(f"unknown nonlinearity {kind!r}: attention or gates")

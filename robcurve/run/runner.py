@@ -36,6 +36,8 @@ from robcurve.run.measures import MEASUREMENTS, Context
 from robcurve.run.store import Store, atomic_write_text, run_lock
 
 CODE_VERSION = robcurve.__version__
+#: measurements that read the penultimate features (checked before the run starts)
+FEATURE_MEASUREMENTS = {"trajectory", "window", "ablation", "jumpout", "jumpout_adaptive", "layers"}
 PIPED_EVERY = 30.0  # seconds between progress lines when stderr is not a terminal
 OUTPUTS = ("entry.json", "samples.csv", "summary.md", "summary.csv", "summary.json")
 
@@ -161,6 +163,9 @@ def check_classes_and_chance(model: RobcurveModel, data: SampleSet, cfg: RunConf
         raise ModelError(f"model {model.info.spec!r} has {k} classes but {base} has {want}", where=cfg.model,
                          fix=f"give the model a {want}-class head (e.g. --model-kwargs '{{\"num_classes\": {want}}}' for "
                              "timm:) or measure it on a dataset with its classes")
+    if set(cfg.all_measurements()) & FEATURE_MEASUREMENTS:  # penultimate features found now, not mid-run
+        with torch.no_grad():
+            model.logits_and_features(x[:1])
     model.info.input_size = tuple(int(v) for v in data.images.shape[1:])  # what it was measured at
     acc = float((logits.argmax(1).cpu() == data.labels[: len(x)]).float().mean())
     norm = model.info.extra.get("normalisation", {})
