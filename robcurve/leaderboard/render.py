@@ -102,6 +102,11 @@ def tidy(entries: list[Entry]) -> pd.DataFrame:
         df.loc[idx, "headline_metric"] = src
     for suffix in ("", "_lo", "_hi"):
         df[CURVATURE + suffix] = pd.to_numeric(df[CURVATURE + suffix], errors="coerce")
+    for m, _ in columns():  # numbers as float columns (NaN where absent), never None-filled object columns
+        for suffix in ("", "_lo", "_hi", "_n"):
+            if m + suffix in df:
+                df[m + suffix] = pd.to_numeric(df[m + suffix], errors="coerce")
+    df = df.copy()  # one block after the column edits above
     df["_unverified"] = df["status"] == "unverified"  # listed, visibly, after every verified or imported entry
     df = df.sort_values(["dataset", "threat_model", "_unverified", "robust_acc", "clean_acc", "id"],
                         ascending=[True, True, True, False, False, True], na_position="last", kind="mergesort")
