@@ -356,3 +356,25 @@ def test_population_relations_state_power_partial_rho_and_the_mixed_model(tmp_pa
     assert {s["architecture"] for s in spread} >= {"pop-vit", "pop-resnet"}
     df = lb.load(root=copy)
     assert len(df) == n and df["status"].eq("verified").all()
+
+
+def test_summarize_of_a_store_with_a_damaged_value_is_one_line(run_a, tmp_path, capsys):
+    d = tmp_path / "run"
+    shutil.copytree(run_a, d)
+    con = sqlite3.connect(str(d / "results.sqlite"))
+    con.execute("UPDATE results SET value='{not json' WHERE sample=1")
+    con.commit()
+    con.close()
+    capsys.readouterr()
+    assert main(["summarize", str(d)]) == 2
+    err = capsys.readouterr().err
+    assert "holds a damaged row (clean of sample 1: not a JSON object)" in err and "Traceback" not in err
+
+
+def test_progress_lines_when_stderr_is_not_a_terminal(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "robcurve", "bench", "--model", "zoo:vit-fmnist", "--config", SMOKE,
+                        "--out", str(tmp_path / "r"), "--set", "n=4", "--set", "batch_size=2", "--set",
+                        "summary.bootstrap=0", "--measurements", "clean", "--attack", "none"],
+                       capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "robcurve: 4/4 samples (batch 2/2)" in r.stderr and "s left" in r.stderr
