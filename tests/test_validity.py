@@ -4,6 +4,7 @@ tests across models, multiplicity corrections, the censored median, the consiste
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 import math
 
 import numpy as np
@@ -324,3 +325,24 @@ def test_gates_cover_timm_gelu_and_freezing_them_replays_the_clean_forward():
             fz.rows = torch.tensor([0, 1])
             rep = model(x)
     assert torch.allclose(rec, ref, atol=1e-5) and torch.allclose(rep, ref, atol=1e-5)
+
+
+def test_jumpout_reusing_the_trajectory_pass_gives_identical_rows(tmp_path):
+    """The jump-out's 'before' side is the trajectory measurement's (shared pass): the rows must equal
+    those of a run that measures the jump-out alone (which computes its own)."""
+    import json as _json
+    import sqlite3
+
+    from robcurve.cli import main
+
+    smoke = str(Path(__file__).resolve().parents[1] / "configs" / "smoke.yaml")
+    rows = {}
+    for tag, ms in (("shared", "clean,trajectory,jumpout"), ("alone", "clean,jumpout")):
+        out = tmp_path / tag
+        assert main(["bench", "--model", "zoo:vit-fmnist", "--config", smoke, "--out", str(out), "--no-progress",
+                     "--set", "n=4", "--set", "summary.bootstrap=0", "--measurements", ms, "--attack", "none"]) == 0
+        con = sqlite3.connect(str(out / "results.sqlite"))
+        rows[tag] = [(s, _json.loads(v)) for s, v in con.execute(
+            "SELECT sample, value FROM results WHERE measurement='jumpout' ORDER BY sample")]
+        con.close()
+    assert rows["shared"] == rows["alone"]

@@ -147,7 +147,8 @@ def jump_out(model: nn.Module, x: Tensor, y: Tensor, *, eta: float = 2 / 255, ju
              direction: str = "fgsm", keep_direction: bool = False, seed: int = 0, custom: Tensor | None = None,
              T: int = 201, E: float = 0.1, region: str = "in-class", ladder: Sequence[int] = (1, 5, 10, 20, 50),
              h: float = 1e-3, tol: float = 1e-6, eps_max: float = 1.0, chunk_size: int = 4096, clamp: bool = False,
-             features_fn: FeaturesFn | None = None, direction_options: dict[str, Any] | None = None) -> JumpOut:
+             features_fn: FeaturesFn | None = None, direction_options: dict[str, Any] | None = None,
+             d: Tensor | None = None, curvature_before: Curvature | None = None) -> JumpOut:
     """Curvature and travel distance before and after a jump of size η (METHOD.md §4).
 
     Args:
@@ -162,6 +163,9 @@ def jump_out(model: nn.Module, x: Tensor, y: Tensor, *, eta: float = 2 / 255, ju
         h, tol, eps_max: travel-distance search (see :func:`travel_distance`).
         chunk_size: images per forward.
         direction_options: extra options of the direction rule (e.g. ``{"eps": 0.1}`` for pgd).
+        d, curvature_before: the direction at x and the curvature of the trajectory from x along
+            it when the caller has them already (the runner's trajectory measurement, same grid
+            and settings): reused instead of recomputed, with identical results.
 
     Returns:
         :class:`JumpOut`.
@@ -183,7 +187,8 @@ def jump_out(model: nn.Module, x: Tensor, y: Tensor, *, eta: float = 2 / 255, ju
     opts = dict(direction_options or {})
     jump_seed = int(seed) + JUMP_SEED_OFFSET
 
-    d = get_direction(rob, x, y_dev, direction, seed=seed, custom=custom, **opts)
+    if d is None:
+        d = get_direction(rob, x, y_dev, direction, seed=seed, custom=custom, **opts)
     if jump == "random":
         u = random_signs(tuple(x.shape), jump_seed, dtype=x.dtype, device=x.device)
     elif jump == "orthogonal":
@@ -204,7 +209,7 @@ def jump_out(model: nn.Module, x: Tensor, y: Tensor, *, eta: float = 2 / 255, ju
     ckw = dict(region=region, ladder=ladder)
     tkw = dict(T=T, E=E, clamp=clamp, chunk_size=chunk_size, y=y)
     dkw = dict(h=h, tol=tol, eps_max=eps_max, chunk=chunk_size, clamp=clamp)
-    curv_b = curvature(trajectory(rob, x, d, **tkw), **ckw)  # type: ignore[arg-type]
+    curv_b = curvature_before if curvature_before is not None else curvature(trajectory(rob, x, d, **tkw), **ckw)  # type: ignore[arg-type]
     curv_a = curvature(trajectory(rob, x_j, d_after, **tkw), **ckw)  # type: ignore[arg-type]
     td_b = travel_distance(rob, x, y, d, **dkw)  # type: ignore[arg-type]
     td_a = travel_distance(rob, x_j, y, d_after, **dkw)  # type: ignore[arg-type]

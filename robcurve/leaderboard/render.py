@@ -413,7 +413,7 @@ def text_table(df: pd.DataFrame, fmt: str = "github", cols: list[str] | None = N
         mark = (" †" if r["series"] else "") + (" (unverified)" if r.get("status") == "unverified" else "") + (
             f" ({r['flags']})" if r.get("flags") else "")
         body.append([r["rank"], esc(r["id"]) + mark, esc(r["family"]), _f(r["clean_acc"], 4), esc(robust_label(r)),
-                     _f(r["n"]), *[esc(_cell(r, m)) for m in cols]])
+                     _f(r["n"]), *[_cell(r, m) for m in cols]])  # numbers and intervals are ours: no escaping needed
     return tabulate(body, headers=["#", "model", "family", "clean %", "robust %", "n", *[short(m) for m in cols]],
                     tablefmt=fmt, disable_numparse=True)
 

@@ -202,6 +202,7 @@ def m_trajectory(ctx: Context, start: int, x: Tensor, y: Tensor, split_idx: Tens
     d = direction(ctx, start, x, y)
     traj = trajectory(ctx.model, x, d, T=t.T, E=t.E, clamp=ctx.cfg.direction.clamp, y=y, chunk_size=t.chunk_size)
     cur = curvature(traj, region=t.region, ladder=tuple(t.ladder))
+    ctx.cache[f"curvature:{start}"] = cur  # the jump-out's "before" side (same grid and settings): shared
     rows = records(cur.to_dataframe())
     for i, r in enumerate(rows):  # the few trajectories drawn by the summary, projected to their plane
         if start + i < PLOTTED_TRAJECTORIES:
@@ -262,7 +263,8 @@ def m_jumpout(ctx: Context, start: int, x: Tensor, y: Tensor, split_idx: Tensor)
     res = jump_out(ctx.model, x, y, eta=j.eta, jump=j.jump, direction=ctx.cfg.direction.kind,
                    keep_direction=j.keep_direction, seed=ctx.batch_seed(start), T=t.T, E=t.E, region=t.region,
                    ladder=tuple(t.ladder), h=tr.h, tol=tr.tol, eps_max=tr.eps_max, chunk_size=t.chunk_size,
-                   clamp=ctx.cfg.direction.clamp, direction_options=ctx.cfg.direction_options())
+                   clamp=ctx.cfg.direction.clamp, direction_options=ctx.cfg.direction_options(),
+                   d=direction(ctx, start, x, y), curvature_before=ctx.cache.get(f"curvature:{start}"))
     return records(res.to_dataframe())
 
 
