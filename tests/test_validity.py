@@ -4,8 +4,8 @@ tests across models, multiplicity corrections, the censored median, the consiste
 from __future__ import annotations
 
 import itertools
-from pathlib import Path
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
