@@ -346,3 +346,20 @@ def test_jumpout_reusing_the_trajectory_pass_gives_identical_rows(tmp_path):
             "SELECT sample, value FROM results WHERE measurement='jumpout' ORDER BY sample")]
         con.close()
     assert rows["shared"] == rows["alone"]
+
+
+def test_training_trend_starts_at_epoch_one_with_exact_p():
+    from robcurve.reproduce.track import TrackResult
+
+    rows = []
+    for s, fam, vals in (("a", "transformer", [0.9, 0.1, 0.2, 0.3, 0.4, 0.5]), ("b", "cnn", [0.0, 0.5, 0.4, 0.45, 0.3, 0.2])):
+        for e, v in enumerate(vals):
+            rows.append({"series": s, "family": fam, "epoch": e, "model": s, "metric": "curvedness_median",
+                         "condition": f"epoch={e}", "measured_at": "", "value": v, "lo": None, "hi": None,
+                         "interval": "", "n": 10, "unit": "", "direction": "none", "run": ""})
+    res = TrackResult(Path("."), [], pd.DataFrame(rows), {"a": "transformer", "b": "cnn"})
+    tr = res.trends(metrics=(("curvedness_median", None),)).set_index("series")
+    assert tr.loc["a", "epochs"] == "1-5" and tr.loc["a", "rho"] == pytest.approx(1.0)  # epoch 0 (0.9) left out
+    assert tr.loc["a", "p"] == pytest.approx(2 / 120)  # exact: 2 of 5! orderings as extreme
+    assert tr.loc["b", "rho"] == pytest.approx(-0.9)
+    assert tr.loc["a", "p_holm"] == pytest.approx(min(1, 2 * 2 / 120))

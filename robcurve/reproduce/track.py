@@ -78,6 +78,30 @@ class TrackResult:
         v = t.loc[sel, "value"]
         return float(v.iloc[0]) if len(v) and v.iloc[0] is not None else math.nan
 
+    def trends(self, metrics: tuple[tuple[str, str | None], ...] | None = None, seed: int = 0) -> pd.DataFrame:
+        """The trend test of METHOD.md §7, per series and tracked metric: Spearman of the per-checkpoint
+        value with the epoch over the checkpoints from epoch 1 (the initialisation is shown, not tested
+        against), exact permutation p (up to 9 checkpoints, else seeded draws), Holm over the rows;
+        and, per metric, the Transformer − CNN difference of the series' rho (descriptive: one series
+        per model)."""
+        from robcurve import acrossmodels as A
+
+        recs = []
+        for s, g in self.table.groupby("series", sort=False):
+            for m, pre in metrics or TRACKED:
+                sub = _pick(g, m, pre)
+                sub = sub[(sub["epoch"] >= 1) & sub["value"].notna()].sort_values("epoch")
+                if len(sub) < 3:
+                    continue
+                tt = A.spearman_test(sub["epoch"].to_numpy(float), sub["value"].to_numpy(float), seed)
+                recs.append({"series": s, "family": self.families.get(s, ""), "metric": m, "checkpoints": len(sub),
+                             "epochs": f"{int(sub['epoch'].min())}-{int(sub['epoch'].max())}", "rho": tt.rho,
+                             "p": tt.p, "p_min": tt.p_min, "method": tt.method})
+        df = pd.DataFrame(recs)
+        if not df.empty:
+            df["p_holm"] = A.adjust(df["p"].tolist(), "holm")
+        return df
+
 
 def _epoch_of(name: str, default: int) -> int:
     nums = re.findall(r"\d+", Path(name).stem)
@@ -262,6 +286,15 @@ def markdown(res: TrackResult) -> str:
     tab = tabulate([b[:3] + [b[3 + i] for i in keep] for b in body], headers=head + [names[i] for i in keep],
                    tablefmt="github", disable_numparse=True)
     notes = [f"- `{m}` measured at: {c}" for m, c in scales.items()]
+    tr = res.trends()
+    if not tr.empty:
+        notes += ["", "Trends over training (METHOD.md §7): Spearman of each checkpoint's value with the epoch, "
+                  "from epoch 1 (the initialisation is shown above, never tested against), exact permutation p, "
+                  "Holm over these rows; the unit is the checkpoint of one training run.", "",
+                  tabulate([[r["series"], r["family"], r["metric"], r["epochs"], _fmt(r["rho"]), _fmt(r["p"]),
+                             _fmt(r["p_holm"])] for _, r in tr.iterrows()],
+                           headers=["series", "family", "metric", "epochs", "rho", "exact p", "Holm p"],
+                           tablefmt="github", disable_numparse=True)]
     n = t["n"].dropna()
     return ("# robcurve track\n\n" + f"{len(res.runs)} checkpoints; values with 95% intervals (method per metric: "
             "`robcurve metrics`); n per checkpoint in track.csv"
