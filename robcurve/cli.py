@@ -288,6 +288,35 @@ def _user_error(e: BaseException) -> str | None:
     return None
 
 
+def _take_plugins(args: list[str]) -> tuple[list[str], list[str]]:
+    """Remove the global ``--plugins MODULE[,MODULE]`` option (any position) and return its modules."""
+    out, mods, i = [], [], 0
+    while i < len(args):
+        a = args[i]
+        if a == "--plugins" and i + 1 < len(args):
+            mods += [m for m in args[i + 1].split(",") if m]
+            i += 2
+            continue
+        if a.startswith("--plugins="):
+            mods += [m for m in a.split("=", 1)[1].split(",") if m]
+        else:
+            out.append(a)
+        i += 1
+    return out, mods
+
+
+@app.command("plugins")
+def plugins_cmd() -> None:
+    """List the plugins found through entry points (and --plugins), what they add and from where."""
+    from robcurve import plugins
+
+    rows = [(p.group, p.name, p.value, p.dist, p.status) for p in plugins.loaded()]
+    if not rows:
+        typer.echo("no plugins found (entry point groups: " + ", ".join(plugins.GROUPS) + "; or --plugins MODULE)")
+        return
+    typer.echo(_table(rows, ["group", "name", "target", "distribution", "status"]))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the ``robcurve`` command; return its exit code.
 
@@ -308,6 +337,7 @@ def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     _STATE["debug"] = "--debug" in args
     args = [a for a in args if a != "--debug"]  # a global option, accepted in any position
+    args, plugin_modules = _take_plugins(args)
     interrupted = ("robcurve: interrupted; results written so far are kept. "
                    "Run the same command again to resume.")
 
@@ -328,6 +358,9 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.jit")
     cmd = typer.main.get_command(app)
     try:
+        from robcurve import plugins
+
+        plugins.load(plugin_modules)
         rv = cmd.main(args=args, prog_name="robcurve", standalone_mode=False)
         if rv == 130:  # typer turns Ctrl-C into Exit(130) and returns its code
             print(interrupted, file=sys.stderr)

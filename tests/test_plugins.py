@@ -1,0 +1,78 @@
+"""Third-party plugins through entry points (issue 23): a tiny distribution on sys.path adds a model
+source and a metric without touching robcurve; a broken plugin is reported and does not break others."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE = str(ROOT / "configs" / "smoke.yaml")
+
+TOY = '''
+import torch
+from robcurve.models.wrapper import ModelInfo, RobcurveModel
+
+
+def load_toy(name):
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 16), torch.nn.ReLU(), torch.nn.Linear(16, 10))
+    info = ModelInfo(spec=f"toy:{name}", source="toy", name=name, family="mlp", dataset="fashion-mnist",
+                     num_classes=10, input_size=(1, 28, 28))
+    return RobcurveModel(net, [0.286], [0.353], info=info)
+'''
+METRIC = '''
+import numpy as np
+from robcurve.run.metrics import metric
+
+metric("toy_top_confidence", "clean", "the largest clean confidence of the run", "fraction", "none", "mean_only",
+       lambda i: {"": (np.array([i.conf.max()]),)})
+'''
+
+
+def _install(site: Path, broken: bool = False) -> dict[str, str]:
+    pkg = site / "robcurve_toy"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text(TOY)
+    (pkg / "metric.py").write_text(METRIC)
+    info = site / "robcurve_toy-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: robcurve-toy\nVersion: 0.1\n")
+    eps = "[robcurve.models]\ntoy = robcurve_toy:load_toy\nzoo = robcurve_toy:load_toy\n[robcurve.metrics]\ntoy_metric = robcurve_toy.metric\n"
+    if broken:
+        eps += "[robcurve.measurements]\nbroken = robcurve_toy_missing_module\n"
+    (info / "entry_points.txt").write_text(eps)
+    return {**os.environ, "PYTHONPATH": str(site), "ROBCURVE_DEBUG": ""}
+
+
+def _run(env: dict[str, str], *args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "robcurve", *args], capture_output=True, text=True, env=env, cwd=cwd,
+                          timeout=300)
+
+
+def test_a_plugin_package_adds_a_model_source_and_a_metric(tmp_path):
+    env = _install(tmp_path / "site", broken=True)
+    r = _run(env, "bench", "--model", "toy:tiny", "--config", SMOKE, "--out", str(tmp_path / "run"), "--set", "n=4",
+             "--set", "summary.bootstrap=0", "--measurements", "clean", "--attack", "none", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "toy_top_confidence" in (tmp_path / "run" / "summary.md").read_text()
+    # the broken plugin and the clash with the built-in zoo source are named, on one line each, and nothing breaks
+    assert "plugin 'broken' (robcurve.measurements, robcurve-toy 0.1) failed: " in r.stderr
+    assert "plugin 'zoo' (robcurve.models, robcurve-toy 0.1) refused: model source 'zoo' is already provided by " \
+           "robcurve (built-in)" in r.stderr
+    assert "Traceback" not in r.stderr
+    listing = _run(env, "plugins", cwd=tmp_path)
+    assert listing.returncode == 0
+    assert "robcurve.models" in listing.stdout and "robcurve-toy 0.1" in listing.stdout and "lazy" in listing.stdout
+
+
+def test_plugins_option_imports_a_module_for_quick_experiments(tmp_path):
+    (tmp_path / "my_metric.py").write_text(METRIC.replace("toy_top_confidence", "quick_top_confidence"))
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    r = _run(env, "--plugins", "my_metric", "bench", "--model", "zoo:vit-fmnist", "--config", SMOKE, "--out",
+             str(tmp_path / "run"), "--set", "n=2", "--set", "summary.bootstrap=0", "--measurements", "clean",
+             "--attack", "none", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "quick_top_confidence" in (tmp_path / "run" / "summary.md").read_text()
