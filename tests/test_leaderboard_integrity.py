@@ -378,3 +378,16 @@ def test_progress_lines_when_stderr_is_not_a_terminal(tmp_path):
                        capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert r.returncode == 0, r.stderr
     assert "robcurve: 4/4 samples (batch 2/2)" in r.stderr and "s left" in r.stderr
+
+
+def test_load_has_fractions_numeric_intervals_and_typed_conditions():
+    import robcurve.leaderboard as lb
+    from robcurve.leaderboard.render import parse_condition
+
+    assert parse_condition("E=0.1 step=0.001 in-class") == {"E": 0.1, "h": 0.001}
+    assert parse_condition("Linf eps=0.1 PGD-10 ce robcurve") == {"eps": 0.1}
+    assert parse_condition("fog:3") == {"corruption": "fog", "severity": 3}
+    df = lb.load(root=ROOT / "leaderboards")
+    assert (df["clean"] * 100 - df["clean_acc"]).abs().max() < 1e-9
+    assert df["travel_median_lo"].dtype.kind == "f" and df["pgd_robust_acc_eps"].dropna().eq(0.1).all()
+    assert df["curvedness_median_h"].dropna().eq(0.001).all() and df["curvedness_median_E"].dropna().eq(0.1).all()

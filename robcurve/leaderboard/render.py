@@ -70,6 +70,8 @@ def tidy(entries: list[Entry]) -> pd.DataFrame:
             "id": e.id, "name": e.name, "family": e.family, "dataset": e.dataset, "threat_model": e.threat_model,
             "eps": e.eps, "architecture": e.architecture, "series": _series_label(e), "imported": e.imported,
             "clean_acc": e.clean_acc, "robust_acc": rob, "robust_source": src,
+            # the same as fractions, like every robcurve metric (clean_acc / robust_acc are RobustBench's %)
+            "clean": None if e.clean_acc is None else e.clean_acc / 100, "robust": None if rob is None else rob / 100,
             "n": e.robcurve.n if e.robcurve else None,
             "status": status, "verified": status == "verified",
             "flags": ",".join(e.robcurve.flags) if e.robcurve else "",
@@ -102,6 +104,16 @@ def tidy(entries: list[Entry]) -> pd.DataFrame:
         df.loc[idx, "headline_metric"] = src
     for suffix in ("", "_lo", "_hi"):
         df[CURVATURE + suffix] = pd.to_numeric(df[CURVATURE + suffix], errors="coerce")
+    typed = {}
+    for m, _ in columns():  # the condition also as typed columns: h, eps, corruption, severity (where it names them)
+        if f"{m}_condition" in df:
+            parsed = df[f"{m}_condition"].map(parse_condition)
+            for key in ("h", "E", "eps", "corruption", "severity"):
+                vals = parsed.map(lambda d, k=key: d.get(k))
+                if vals.notna().any():
+                    typed[f"{m}_{key}"] = vals
+    if typed:
+        df = pd.concat([df, pd.DataFrame(typed, index=df.index)], axis=1)
     for m, _ in columns():  # numbers as float columns (NaN where absent), never None-filled object columns
         for suffix in ("", "_lo", "_hi", "_n"):
             if m + suffix in df:
@@ -113,6 +125,27 @@ def tidy(entries: list[Entry]) -> pd.DataFrame:
     df = df.drop(columns="_unverified")
     df.insert(0, "rank", df.groupby(["dataset", "threat_model"]).cumcount() + 1)
     return df.reset_index(drop=True)
+
+
+_COND_NUM = re.compile(r"\b(h|step|E|eps)=([0-9.eE+-]+)")
+_COND_CORR = re.compile(r"^([a-z_]+):(\d+)$")
+
+
+def parse_condition(cond: Any) -> dict[str, Any]:
+    """Typed fields of a condition string: ``h=0.01`` / ``step=0.001`` -> h, ``E=0.1`` -> E (a grid's half-width),
+    ``Linf eps=0.1 ...`` -> eps, ``fog:3`` -> corruption, severity."""
+    out: dict[str, Any] = {}
+    if not isinstance(cond, str):
+        return out
+    for k, v in _COND_NUM.findall(cond):
+        try:
+            out[{"step": "h"}.get(k, k)] = float(v)
+        except ValueError:
+            pass
+    m = _COND_CORR.match(cond.strip())
+    if m:
+        out["corruption"], out["severity"] = m.group(1), int(m.group(2))
+    return out
 
 
 def _full_acc(e: Entry) -> float | None:
@@ -412,7 +445,7 @@ def text_table(df: pd.DataFrame, fmt: str = "github", cols: list[str] | None = N
     for _, r in df.iterrows():
         mark = (" †" if r["series"] else "") + (" (unverified)" if r.get("status") == "unverified" else "") + (
             f" ({r['flags']})" if r.get("flags") else "")
-        body.append([r["rank"], esc(r["id"]) + mark, esc(r["family"]), _f(r["clean_acc"], 4), esc(robust_label(r)),
+        body.append([r["rank"], esc(r["name"]) + mark, esc(r["family"]), _f(r["clean_acc"], 4), esc(robust_label(r)),
                      _f(r["n"]), *[_cell(r, m) for m in cols]])  # numbers and intervals are ours: no escaping needed
     return tabulate(body, headers=["#", "model", "family", "clean %", "robust %", "n", *[short(m) for m in cols]],
                     tablefmt=fmt, disable_numparse=True)
@@ -455,7 +488,7 @@ def latex(df: pd.DataFrame, cols: list[str] | None = None) -> str:
              "\\begin{tabular}{r l r r " + "r " * len(cols) + "}", "\\toprule", head + " \\\\", "\\midrule"]
     for _, r in df.iterrows():
         rob = "--" if r["robust_acc"] is None else f"{r['robust_acc']:.2f}"
-        lines.append(" & ".join([str(r["rank"]), esc(r["id"]) + ("$^\\dagger$" if r["series"] else ""),
+        lines.append(" & ".join([str(r["rank"]), esc(r["name"]) + ("$^\\dagger$" if r["series"] else ""),
                                  "--" if r["clean_acc"] is None else f"{r['clean_acc']:.2f}", rob,
                                  *[cell(r, c) for c in cols]]) + " \\\\")
     lines += ["\\bottomrule", "\\end{tabular}", ""]
