@@ -85,6 +85,10 @@ POPULATION: list[Recipe] = [
     _pop("resnet-wide", "resnet-p-wide", base="resnet-p", description="population ResNet, widths 32-256 (2x)"),
 ]
 
+# training order: the seeds first, then the cheap ResNet knobs, the ViT knobs last (a ViT epoch costs ~3x)
+_ORDER = ["resnet", "vit-ls", "vit-short", "vit-at"]
+POPULATION.sort(key=lambda r: (0 if r.name.endswith(("-s0", "-s1", "-s2")) else
+                               1 + next(i for i, p in enumerate(_ORDER) if r.name.startswith(f"pop-{p}"))))
 RECIPES.update({r.name: r for r in POPULATION})
 RECIPES.update({r.name: r for r in [
     # a tiny recipe for tests: trains on the embedded subset for a few steps
