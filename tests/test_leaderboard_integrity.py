@@ -212,13 +212,19 @@ def test_hostile_strings_are_inert_in_every_format(tmp_path):
 
 
 # -- summarize says when a run is incomplete -------------------------------------------------------
-def test_summarize_refuses_incomplete_run_and_partial_marks_it(run_a, tmp_path, capsys):
+def _edited_copy(run: Path, tmp_path: Path, sql: str) -> Path:
+    """A copy of a finished run folder whose store had ``sql`` applied."""
     d = tmp_path / "run"
-    shutil.copytree(run_a, d)
+    shutil.copytree(run, d)
     con = sqlite3.connect(str(d / "results.sqlite"))
-    con.execute("DELETE FROM results WHERE sample IN (2, 3)")
+    con.execute(sql)
     con.commit()
     con.close()
+    return d
+
+
+def test_summarize_refuses_incomplete_run_and_partial_marks_it(run_a, tmp_path, capsys):
+    d = _edited_copy(run_a, tmp_path, "DELETE FROM results WHERE sample IN (2, 3)")
     capsys.readouterr()
     assert main(["summarize", str(d)]) == 2
     assert "incomplete: 1 measurement(s) incomplete (clean 2/4 samples stored)" in capsys.readouterr().err
@@ -359,12 +365,7 @@ def test_population_relations_state_power_partial_rho_and_the_mixed_model(tmp_pa
 
 
 def test_summarize_of_a_store_with_a_damaged_value_is_one_line(run_a, tmp_path, capsys):
-    d = tmp_path / "run"
-    shutil.copytree(run_a, d)
-    con = sqlite3.connect(str(d / "results.sqlite"))
-    con.execute("UPDATE results SET value='{not json' WHERE sample=1")
-    con.commit()
-    con.close()
+    d = _edited_copy(run_a, tmp_path, "UPDATE results SET value='{not json' WHERE sample=1")
     capsys.readouterr()
     assert main(["summarize", str(d)]) == 2
     err = capsys.readouterr().err
