@@ -29,6 +29,19 @@ from typing import Any
 import numpy as np
 
 from robcurve.errors import RobcurveError, one_line
+from robcurve.leaderboard.integrity import (
+    FREE_TEXT,
+    MAX_ENTRY_BYTES,
+    append_history,
+    clean_staging,
+    commit_files,
+    content_digest,
+    loads,
+    locked,
+    read_text,
+    sha256_bytes,
+    staging_dir,
+)
 from robcurve.leaderboard.io import (
     DEFAULT_ROOT,
     SAMPLES_SUFFIX,
@@ -239,7 +252,6 @@ def board_protocol(root: Path, dataset: str, threat: str) -> dict[str, Any] | No
     """The protocol a board declares in ``<root>/<dataset>/<threat>/protocol.yaml`` (None: no protocol)."""
     import yaml
 
-    from robcurve.leaderboard.integrity import read_text
 
     p = Path(root) / dataset / threat / PROTOCOL_FILE
     if not p.exists() and not p.is_symlink():
@@ -327,15 +339,6 @@ def submit(run_dir: str | Path, root: str | Path = DEFAULT_ROOT, *, entry_id: st
     the board); then seeded samples are re-measured; then, holding the board's lock, the
     per-sample file and the entry are staged and moved into place (samples first).
     """
-    from robcurve.leaderboard.integrity import (
-        append_history,
-        clean_staging,
-        commit_files,
-        content_digest,
-        locked,
-        sha256_bytes,
-        staging_dir,
-    )
     from robcurve.leaderboard.io import entry_files, samples_bytes
     from robcurve.run.config import RunConfig
     from robcurve.run.runner import slug
@@ -465,7 +468,6 @@ def submit(run_dir: str | Path, root: str | Path = DEFAULT_ROOT, *, entry_id: st
 
 #: fields a robcurve entry takes from its per-sample results (the rest are free text or the verification)
 def _expected(ent_raw: dict[str, Any], rebuilt: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
-    from robcurve.leaderboard.integrity import FREE_TEXT
 
     exp = {k: v for k, v in rebuilt.items() if k not in FREE_TEXT}
     rb = dict(exp["robcurve"])
@@ -497,7 +499,6 @@ def verify_entry(path: str | Path, *, weights: str | None = None, model_dir: str
     ``sign`` (maintainers migrating an entry made before content digests): after 1-3 pass, write
     the content digest into the entry.
     """
-    from robcurve.leaderboard.integrity import MAX_ENTRY_BYTES, content_digest, loads, read_text
     from robcurve.run.config import RunConfig
     from robcurve.run.store import atomic_write_text
     from robcurve.run.summary import RowSource, build, entry, public_model_info, results_digest
@@ -529,7 +530,6 @@ def verify_entry(path: str | Path, *, weights: str | None = None, model_dir: str
         raise RobcurveError(f"the entry's numbers differ from its per-sample results ({diff}): tampered", where=str(p),
                             fix="submit the run again with robcurve submit")
     # every field that is not free text
-    from robcurve.leaderboard.integrity import FREE_TEXT
 
     mine = {k: v for k, v in raw.items() if k not in FREE_TEXT}
     if ent.robcurve.model != public_model_info(meta.get("model") or {}):
@@ -567,7 +567,6 @@ def verify_entry(path: str | Path, *, weights: str | None = None, model_dir: str
     v = remeasure(cfg, stored, ent.robcurve.model, ent.robcurve.sample_ids, k=verify_n, seed=seed, rtol=rtol,
                   atol=atol, max_batch=max_batch, progress=progress)
     if sign:
-        from robcurve.leaderboard.integrity import append_history
 
         raw["robcurve"]["verification"] = dict(raw["robcurve"]["verification"] or v.model_dump())
         raw["robcurve"]["verification"]["content_digest"] = content_digest(raw)
