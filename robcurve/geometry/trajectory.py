@@ -21,6 +21,7 @@ from robcurve.errors import RobcurveError
 from robcurve.geometry.directions import check_direction, check_images
 from robcurve.memory import budget_bytes
 from robcurve.models.wrapper import FeaturesFn, RobcurveModel, as_robmodel
+from robcurve.naming import grid_step
 
 REGIONS = ("in-class", "full")
 MIN_REGION_POINTS = 5
@@ -33,7 +34,7 @@ def eps_grid(T: int = 201, E: float = 0.1) -> Tensor:
         raise RobcurveError(f"bad grid T={T}, E={E}", where="trajectory", fix="use T >= 3 and E > 0")
     if T == 1:
         return torch.zeros(1, dtype=torch.float64)
-    return (torch.arange(T, dtype=torch.float64) - (T - 1) / 2) * (2 * E / (T - 1))
+    return (torch.arange(T, dtype=torch.float64) - (T - 1) / 2) * grid_step(T, E)
 
 
 def _as_grid(eps: Tensor | Sequence[float] | None, T: int, E: float, where: str) -> Tensor:

@@ -14,6 +14,7 @@ import torch
 
 from robcurve.errors import RobcurveError, one_line
 from robcurve.models.wrapper import ModelInfo, RobcurveModel, as_robmodel
+from robcurve.naming import dataset_family  # noqa: F401  (re-exported: robcurve.models.dataset_family)
 from robcurve.registry import Registry
 
 SOURCES: Registry = Registry("model source")
@@ -48,14 +49,6 @@ THREAT_ALIASES: dict[tuple[str, str], dict[str, str | None]] = {
     ("cifar10", "L2"): {"resnet18": "robustbench:Sehwag2021Proxy_R18", "vit_small": None},
     ("cifar10", "corruptions"): {"resnet18": "robustbench:Modas2021PRIMEResNet18", "vit_small": None},
 }
-
-
-def dataset_family(dataset: str) -> str:
-    """The alias table a dataset uses (corrupted views and the embedded subset share their base's)."""
-    base = dataset.split("-c:")[0]
-    if base.startswith("fashion-mnist"):
-        return "fashion-mnist"
-    return base
 
 
 def resolve_spec(spec: str, dataset: str = "fashion-mnist", threat_model: str = "Linf") -> str:

@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from robcurve.errors import RobcurveError
+from robcurve.naming import dataset_family, grid_step
 from robcurve.reproduce import stats as S
 from robcurve.run.config import SHIPPED, RunConfig
 
@@ -314,7 +315,7 @@ def _short(m: str) -> str:
 
 def curvature_scale(cfg: RunConfig) -> str:
     t = cfg.trajectory
-    return f"E={t.E:g} step={2 * t.E / (t.T - 1):g} {t.region}, {cfg.direction.kind} direction"
+    return f"E={t.E:g} step={grid_step(t.T, t.E):g} {t.region}, {cfg.direction.kind} direction"
 
 
 def _tc(c: Ctx) -> tuple[list[str], list[str], str]:
@@ -342,7 +343,7 @@ def finding1(c: Ctx) -> None:
             if float(e) == c.cfg.trajectory.E or not c.has(t + k, key):
                 continue
             c.add(f"f1.{key}", "1", claim, comp, f"median {space} curvedness 1 − R² over [−{float(e):.3g}, {float(e):.3g}]",
-                  f"E={float(e):.3g} step={2 * c.cfg.trajectory.E / (c.cfg.trajectory.T - 1):g} "
+                  f"E={float(e):.3g} step={grid_step(c.cfg.trajectory.T, c.cfg.trajectory.E):g} "
                   f"{c.cfg.trajectory.region}", "greater",
                   {"type": "diff", "stat": "median", "a": _pool(t, key), "b": _pool(k, key)})
         for key in sorted((x for x in q0 if x.startswith(f"angle_{space}_h")), key=lambda s: float(s.split("_h")[1])):
@@ -640,8 +641,7 @@ def analyse(results: Mapping[str, Any], keeps: Mapping[str, Any], tres: Any, cfg
         family[m] = (r.entry.get("robcurve", {}).get("model") or {}).get("family", "other")
     c = Ctx(Q, dict(family), cfg, cfg.summary.bootstrap, cfg.seed)
     finding1(c)
-    base_ds = cfg.dataset.split("-c:")[0]
-    rels, _ = relation_rows(results, leaderboard, "fashion-mnist" if base_ds.startswith("fashion-mnist") else base_ds)
+    rels, _ = relation_rows(results, leaderboard, dataset_family(cfg.dataset))
     finding2(c, rels)
     finding3(c)
     calibration_rows(c)

@@ -29,6 +29,7 @@ from pydantic import (
 )
 
 from robcurve.errors import ConfigError, InputError, RobcurveError, one_line
+from robcurve.naming import dataset_family
 from robcurve.validate import check_budget
 
 SHIPPED = Path(__file__).resolve().parents[2] / "configs"  # the repository's configs/ (editable install)
@@ -410,10 +411,10 @@ class RunConfig(Strict):
             return self.pgd.eps
         if self.pgd.norm == "L2":
             return 0.5
-        base = self.dataset.split("-c:")[0]
-        if base.startswith("fashion-mnist"):
+        fam = dataset_family(self.dataset)
+        if fam == "fashion-mnist":
             return 0.1
-        return 4 / 255 if base == "imagenet" else 8 / 255
+        return 4 / 255 if fam == "imagenet" else 8 / 255
 
     def direction_options(self) -> dict[str, Any]:
         """Options of the direction rule: the run's PGD or DeepFool settings for those rules."""

@@ -38,6 +38,8 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
+from robcurve.naming import grid_step
+
 if TYPE_CHECKING:  # pragma: no cover
     from torch import Tensor
 
@@ -67,7 +69,7 @@ def settings(cfg: Any) -> dict[str, Any]:
     t = cfg.trajectory
     T = s.T or t.T
     E = s.E or t.E
-    return {"T": T, "E": E, "step": 2 * E / (T - 1), "region": s.region or t.region, "max_samples": s.max_samples,
+    return {"T": T, "E": E, "step": grid_step(T, E), "region": s.region or t.region, "max_samples": s.max_samples,
             "chunk_size": s.chunk_size, "modules": s.modules}
 
 

@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from robcurve import stats
+from robcurve.naming import grid_step
 from robcurve.registry import Registry
 
 Direction = Literal["higher", "lower", "none"]
@@ -272,7 +273,7 @@ class Inputs:
     @property
     def scale_condition(self) -> str:
         t = self.cfg.trajectory
-        return f"E={self.curv_col()[1]} step={2 * t.E / (t.T - 1):g} {t.region}"
+        return f"E={self.curv_col()[1]} step={grid_step(t.T, t.E):g} {t.region}"
 
     # travel (censored as +inf), correct samples only
     @cached_property

@@ -22,6 +22,7 @@ import pandas as pd
 
 import robcurve
 from robcurve.errors import RobcurveError
+from robcurve.naming import dataset_family, grid_step
 from robcurve.run.config import MACHINE_FIELDS, RunConfig, portable_spec
 from robcurve.run.metrics import Row, compute_rows, rows_dataframe
 from robcurve.run.store import Store, atomic_write_bytes, atomic_write_text
@@ -81,7 +82,7 @@ def _fmt(v: Any) -> str:
 
 def scale_of(cfg: RunConfig) -> dict[str, Any]:
     t = cfg.trajectory
-    return {"E": t.E, "T": t.T, "step": 2 * t.E / (t.T - 1), "region": t.region, "ladder": list(t.ladder),
+    return {"E": t.E, "T": t.T, "step": grid_step(t.T, t.E), "region": t.region, "ladder": list(t.ladder),
             "curved_threshold": t.curved_threshold, "direction": cfg.direction.kind, "clamp": cfg.direction.clamp}
 
 
@@ -140,13 +141,12 @@ def entry(s: dict[str, Any]) -> dict[str, Any]:
     info = public_model_info(s["model"])
     clean = next(r for r in rows if r.metric == "clean_acc")
     pgd = next((r for r in rows if r.metric == "pgd_robust_acc"), None)
-    base_ds = cfg.dataset.split("-c:")[0]
     backend = cfg.attack_backend
     return {
         "name": info.get("extra", {}).get("alias") or info.get("spec") or cfg.model,
         "authors": "", "venue": "", "paper": "",
         "architecture": info.get("arch", ""),
-        "dataset": "fashion-mnist" if base_ds.startswith("fashion-mnist") else base_ds,
+        "dataset": dataset_family(cfg.dataset),
         "threat_model": cfg.threat_model,
         "eps": cfg.pgd_eps() if cfg.threat_model != "corruptions" else None,
         "clean_acc": round(100 * clean.value, 2),
