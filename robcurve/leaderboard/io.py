@@ -79,7 +79,7 @@ def read_entry(path: str | Path, root: str | Path | None = None) -> Entry:
     """Read and validate one entry file: a regular file (inside ``root`` when given), bounded in size and depth."""
     p = Path(path)
     text = read_text(p, MAX_ENTRY_BYTES, Path(root) if root is not None else None, "leaderboard entry")
-    data = loads(text, str(p))
+    data = raw = loads(text, str(p))
     if isinstance(data, dict):  # RobustBench's layout <dataset>/<threat>/<name>.json names what the file may not
         data = dict(data)
         data.setdefault("threat_model", p.parent.name)
@@ -87,7 +87,7 @@ def read_entry(path: str | Path, root: str | Path | None = None) -> Entry:
     e = parse_entry(data, str(p))
     if e.id is None:
         e.id = p.name.removesuffix(".json")
-    e._raw = loads(text, str(p))
+    e._raw = raw  # the file's JSON as written (data above is a copy with the folder's defaults)
     return e
 
 

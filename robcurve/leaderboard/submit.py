@@ -31,12 +31,10 @@ import numpy as np
 from robcurve.errors import RobcurveError, one_line
 from robcurve.leaderboard.integrity import (
     FREE_TEXT,
-    MAX_ENTRY_BYTES,
     append_history,
     clean_staging,
     commit_files,
     content_digest,
-    loads,
     locked,
     read_text,
     sha256_bytes,
@@ -506,8 +504,8 @@ def verify_entry(path: str | Path, *, weights: str | None = None, model_dir: str
     check_args(verify_n=verify_n, rtol=rtol, atol=atol, max_batch=max_batch)
     p = Path(path)
     root_p = Path(root) if root is not None else None
-    raw = loads(read_text(p, MAX_ENTRY_BYTES, root_p, "leaderboard entry"), str(p))
     ent = read_entry(p, root_p)
+    raw = ent._raw  # the file's JSON as read once by read_entry
     if ent.robcurve is None:
         raise RobcurveError(f"{p} has no robcurve block (an imported RobustBench row): nothing to verify", where=str(p),
                             fix="measure the model with robcurve bench and submit the run")
