@@ -104,8 +104,8 @@ def critical_rho(n: int, seed: int = 0, alpha: float = ALPHA) -> float:
     return _CRIT[key]
 
 
-def partial_spearman(x: Sequence[float], y: Sequence[float], z: Sequence[float], seed: int = 0
-                     ) -> tuple[float, float]:
+def partial_spearman(x: Sequence[float], y: Sequence[float], z: Sequence[float], seed: int = 0,
+                     with_p: bool = True) -> tuple[float, float]:
     """Partial Spearman of x and y given z (ranks, then partial correlation) and its permutation p.
 
     The p permutes the residuals of rank(y) on rank(z) (Freedman and Lane), exactly up to
@@ -122,7 +122,6 @@ def partial_spearman(x: Sequence[float], y: Sequence[float], z: Sequence[float],
         return a - a.mean() - (zc * ((a - a.mean()) @ zc / den) if den > 0 else 0)
 
     ex, ey = resid(rx), resid(ry)
-    perms = _perm_rows(n, seed)
 
     def corr(b: np.ndarray) -> np.ndarray:
         a = ex
@@ -131,8 +130,9 @@ def partial_spearman(x: Sequence[float], y: Sequence[float], z: Sequence[float],
             return np.where(den > 0, (b @ a) / den, np.nan)
 
     r = float(corr(ey[None])[0])
-    if math.isnan(r):
+    if math.isnan(r) or not with_p:  # with_p=False: the coefficient only (no permutation distribution)
         return r, math.nan
+    perms = _perm_rows(n, seed)
     dist = np.abs(corr(ey[perms]))
     cnt = (dist >= abs(r) - 1e-12).sum()
     p = float(cnt / len(perms)) if n <= MAX_EXACT else float((cnt + 1) / (len(perms) + 1))

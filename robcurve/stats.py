@@ -81,26 +81,69 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
     return float((ra * rb).sum() / den) if den > 0 else math.nan
 
 
+def _rows_mean(a: np.ndarray) -> np.ndarray:
+    return a[0].mean(axis=1)
+
+
+def _rows_median_censored(a: np.ndarray) -> np.ndarray | None:
+    v = a[0]
+    if np.isnan(v).any():  # per-row NaN removal changes the row lengths: the loop handles it
+        return None
+    s = np.sort(v, axis=1)
+    k = s.shape[1]
+    if k % 2:
+        return s[:, k // 2]
+    lo, hi = s[:, k // 2 - 1], s[:, k // 2]
+    return np.where(np.isinf(hi), math.inf, (lo + hi) / 2)
+
+
+def _rows_spearman(a: np.ndarray) -> np.ndarray:
+    from scipy.stats import rankdata
+
+    x, y = a[0], a[1]
+    out = np.full(x.shape[0], math.nan)
+    const = (x == x[:, :1]).all(axis=1) | (y == y[:, :1]).all(axis=1)
+    ok = ~const
+    if x.shape[1] < 3 or not ok.any():
+        return out
+    ra, rb = rankdata(x[ok], axis=1), rankdata(y[ok], axis=1)
+    ra, rb = ra - ra.mean(axis=1, keepdims=True), rb - rb.mean(axis=1, keepdims=True)
+    den = np.sqrt((ra**2).sum(axis=1) * (rb**2).sum(axis=1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out[ok] = np.where(den > 0, (ra * rb).sum(axis=1) / den, math.nan)
+    return out
+
+
+#: Statistics with a whole-matrix form (one row per resample), giving the same numbers as one call per row.
+_ROWS: dict[Callable[..., float], Callable[[np.ndarray], np.ndarray | None]] = {}
+
+
 def bootstrap_percentile(values: Sequence[np.ndarray], stat: Callable[..., float], b: int, seed: int,
                          min_n: int = 3) -> tuple[float, float] | None:
     """Percentile 95% interval of ``stat(*values)`` over ``b`` paired resamples (seeded).
 
     Infinite resampled statistics (e.g. a median among censored values) stay in the
-    percentiles, so a bound can be ``inf``; NaN resamples are dropped.
+    percentiles, so a bound can be ``inf``; NaN resamples are dropped. The resample indices are
+    drawn as one (b, n) matrix (the same numbers as b draws of n); the mean, the censored median
+    and Spearman's rho are then computed for all resamples at once, other statistics per row.
     """
     n = len(values[0])
     if b <= 0 or n < min_n:
         return None
     rng = np.random.default_rng(seed)
-    out = np.empty(b)
-    for i in range(b):
-        idx = rng.integers(0, n, n)
-        out[i] = stat(*(v[idx] for v in values))
+    idx = rng.integers(0, n, (b, n))
+    rows = _ROWS.get(stat)
+    out = rows(np.stack([np.asarray(v, dtype=float)[idx] for v in values])) if rows is not None else None
+    if out is None:
+        out = np.array([stat(*(v[i] for v in values)) for i in idx], dtype=float)
     out = out[~np.isnan(out)]
     if out.size == 0:
         return None
     lo, hi = np.percentile(out, [2.5, 97.5], method="lower"), np.percentile(out, [97.5], method="higher")[0]
     return float(lo[0]), float(hi)
+
+
+_ROWS.update({np.mean: _rows_mean, median_censored: _rows_median_censored, spearman: _rows_spearman})
 
 
 def wilson(k: int, n: int) -> tuple[float, float] | None:

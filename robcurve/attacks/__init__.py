@@ -9,6 +9,7 @@ foolbox backends behind one interface.
 Images are (N, C, H, W) in [0, 1]; every budget and distance is in [0, 1] pixel units.
 """
 
+from robcurve.attacks import backends as _backends  # noqa: F401  (registers the peers' adapters)
 from robcurve.attacks.base import (
     ATTACKS,
     BACKENDS,

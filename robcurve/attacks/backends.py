@@ -16,13 +16,21 @@ silently corrupt an attack on a wrapper with normalisation inside (robcurve's wr
 
 from __future__ import annotations
 
+import functools
 import importlib
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from robcurve.attacks.base import Attack, Counter, ModelFn, batches, canonical_norm
+from robcurve.attacks.base import (
+    BACKEND_ADAPTERS,
+    Attack,
+    Counter,
+    ModelFn,
+    batches,
+    canonical_norm,
+)
 from robcurve.errors import RobcurveError
 
 _INSTALL = {
@@ -244,3 +252,7 @@ def backend_class(backend: str, name: str) -> type[Attack]:
     if name not in table:
         raise RobcurveError(f"attack {name!r} has no {backend} backend", fix=f"use backend='robcurve' (the {backend} backend runs: {', '.join(table)})")
     return table[name]
+
+
+for _backend in BACKEND_ATTACKS:
+    BACKEND_ADAPTERS[_backend] = functools.partial(backend_class, _backend)

@@ -55,6 +55,9 @@ ATTACKS.add("jumpout", "robcurve.attacks.jumpout:JumpOutAttack", norms=("Linf",)
 
 #: Backends of :func:`run_attack`: robcurve's own code, or a peer library through an adapter.
 BACKENDS = ("robcurve", "torchattacks", "foolbox")
+#: The peers' adapters, backend -> (attack name -> Attack class): robcurve.attacks.backends fills it on import
+#: (the package imports it), so this module never imports the adapters (no import circle).
+BACKEND_ADAPTERS: dict[str, Callable[[str], type[Attack]]] = {}
 
 _NORMS = {"linf": "Linf", "inf": "Linf", "l_inf": "Linf", "l2": "L2", "2": "L2"}
 
@@ -495,9 +498,7 @@ def attack_class(name: str, backend: str = "robcurve") -> type[Attack]:
     cls = ATTACKS.get(name)
     if backend == "robcurve":
         return cls
-    from robcurve.attacks.backends import backend_class
-
-    return backend_class(backend, name)
+    return BACKEND_ADAPTERS[backend](name)
 
 
 def run_attack(name: str, model: nn.Module, x: Tensor, y: Tensor, *, backend: str = "robcurve",

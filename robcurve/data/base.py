@@ -60,6 +60,10 @@ class DatasetSpec:
 
 
 DATASETS: Registry[DatasetSpec] = Registry("dataset")
+#: Derived views of a registered dataset by name marker (``"-c:"``: a corrupted view), each a loader
+#: ``(name, split=, n=, seed=, data_dir=, **kw) -> SampleSet``; robcurve.data.corruptions adds "-c:" on import
+#: (the package imports it), so this module does not import it (no import circle).
+VIEWS: dict[str, Callable[..., SampleSet]] = {}
 
 
 def data_root() -> Path:
@@ -90,10 +94,9 @@ def load_dataset(name: str, *, split: str = "test", n: int | None = None, seed: 
         raise InputError(f"dataset name must be a non-empty string, got {name!r}", fix="e.g. fashion-mnist-embedded")
     if n is not None and (isinstance(n, bool) or not isinstance(n, int)):
         raise InputError(f"n must be a whole number of samples, got {n!r}", fix="pass n=100, or n=None for the whole split")
-    if "-c:" in name:
-        from robcurve.data.corruptions import load_corrupted
-
-        return check_sampleset(load_corrupted(name, split=split, n=n, seed=seed, data_dir=data_dir, **kwargs))
+    for marker, view in VIEWS.items():
+        if marker in name:
+            return check_sampleset(view(name, split=split, n=n, seed=seed, data_dir=data_dir, **kwargs))
     spec = DATASETS.get(name)
     if split not in ("train", "test"):
         raise RobcurveError(f"unknown split {split!r}", fix="use 'train' or 'test'")

@@ -93,6 +93,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from robcurve.data.base import VIEWS, SampleSet, load_dataset, select
 from robcurve.errors import RobcurveError
 from robcurve.registry import Registry
 
@@ -641,9 +642,6 @@ def load_corrupted(name: str, split: str = "test", n: int | None = None, seed: i
     ``seed`` or the other samples). With ``cifar10c_dir`` and dataset ``cifar10``, the real
     CIFAR-10-C files are read instead (:func:`load_cifar10c`).
     """
-    import robcurve.data  # noqa: F401  (registers the dataset plugins)
-    from robcurve.data.base import SampleSet, load_dataset
-
     base, corruption, severity = parse_corrupted_name(name)
     if cifar10c_dir is not None:
         if base != "cifar10":
@@ -671,8 +669,6 @@ def load_cifar10c(data_dir: str | os.PathLike, corruption: str, severity: int, n
     chosen as in every robcurve dataset (``n`` of a permutation seeded by ``seed``); indices
     are positions in the CIFAR-10 test split. Returns a SampleSet of images in [0, 1].
     """
-    from robcurve.data.base import SampleSet, select
-
     known = CIFAR10C_CORRUPTIONS + CIFAR10C_EXTRA
     if corruption not in known:
         raise RobcurveError(f"unknown CIFAR-10-C corruption {corruption!r}", fix=f"choose one of: {', '.join(known)}")
@@ -746,3 +742,6 @@ def robustbench_corruptions_view(dataset: str = "cifar10") -> dict[str, Any]:
         "views": {(c, s): f"{dataset}-c:{c}:{s}" for c in implemented for s in SEVERITIES},
         "real_files": "load_corrupted(..., cifar10c_dir=DIR) or load_cifar10c(DIR, corruption, severity) read all 15 (and the 4 extras)",
     }
+
+
+VIEWS["-c:"] = load_corrupted

@@ -3,10 +3,10 @@
 * :func:`track`: the same run config measured on every checkpoint of one or more training
   series (one bench run folder per checkpoint, so it resumes for free), tabulated with
   condition ``epoch=k`` and plotted against epoch.
-* :func:`reproduce`: the paper's findings measured on the given models (the zoo's
-  Transformers and CNNs by default) with a verdict per claim, as Markdown, HTML and JSON.
-
-Both sit above the bench runner and read results through :func:`robcurve.load_run` only.
+* :func:`reproduce`: the paper's findings as verdicts over the verified entries of a
+  leaderboard (the population board by default) and the training series, as Markdown, HTML
+  and JSON; :func:`build_report` rebuilds a report from the per-sample files its
+  ``inputs.json`` names, without any model.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ _API = {
     "TrackResult": "robcurve.reproduce.track:TrackResult",
     "load_track": "robcurve.reproduce.track:load_track",
     "reproduce": "robcurve.reproduce.paper:reproduce",
-    "paired_difference": "robcurve.reproduce.stats:paired_difference",
-    "verdict": "robcurve.reproduce.stats:verdict",
+    "build_report": "robcurve.reproduce.study:build_report",
+    "load_study": "robcurve.reproduce.study:load_study",
 }
 
 __all__ = list(_API)

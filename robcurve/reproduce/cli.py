@@ -65,42 +65,49 @@ def track_cmd(
 
 
 def reproduce_cmd(
-    models: Annotated[str | None, typer.Option(help="comma list of model specs (default: the zoo's standard-trained "
-                                                    "Transformers and CNNs)")] = None,
-    quick: Annotated[bool, typer.Option("--quick", help="the quick mode: fewer samples, models and checkpoints "
-                                                        "(minutes; see the README section on reproducing the paper)")] = False,
-    config: Annotated[Path | None, typer.Option(help="YAML run config (default configs/paper.yaml)")] = None,
-    out: Annotated[str | None, typer.Option(help="folder of the runs (default runs/reproduce or runs/reproduce-quick)")] = None,
-    report: Annotated[str | None, typer.Option(help="folder of the report (default: <out>/report)")] = None,
-    series: Annotated[list[str] | None, typer.Option(help="a training series for the evolution, as for robcurve "
-                                                          "track (repeatable; default: the zoo series of the models; "
+    from_files: Annotated[Path | None, typer.Option("--from-files", help="rebuild the report in this folder from the "
+                                                                        "files its inputs.json names (no model)")] = None,
+    board: Annotated[str, typer.Option(help="leaderboard folder whose verified entries are the models (measured under "
+                                            "its protocol)")] = "leaderboards/population",
+    dataset: Annotated[str, typer.Option(help="dataset folder of the board")] = "fashion-mnist",
+    threat: Annotated[str, typer.Option(help="threat-model folder of the board")] = "Linf",
+    report: Annotated[str | None, typer.Option(help="folder of the report (default runs/reproduce/report; the "
+                                                    "committed one: reports/paper); with --from-files: where the "
+                                                    "rebuilt report goes (default: the same folder)")] = None,
+    out: Annotated[str | None, typer.Option(help="folder of the training-series runs (default runs/reproduce/track)")] = None,
+    series: Annotated[list[str] | None, typer.Option(help="a training series as for robcurve track (repeatable; "
+                                                          "default: the zoo's ViT and ResNet series from epoch 1; "
                                                           "'none' to skip)")] = None,
-    n: Annotated[int | None, typer.Option(help="samples per model (default: the mode's)")] = None,
-    layer_samples: Annotated[int | None, typer.Option(help="samples in the layer profile (default: the mode's)")] = None,
-    seed: Annotated[int | None, typer.Option(help="seed of the sample selection and every random choice")] = None,
+    config: Annotated[Path | None, typer.Option(help="the board's protocol config (default: the one its "
+                                                     "protocol.yaml names)")] = None,
+    n: Annotated[int | None, typer.Option(help="samples per checkpoint of the training series (default: the "
+                                               "protocol's n; --quick: 16)")] = None,
+    quick: Annotated[bool, typer.Option("--quick", help="a smoke run: 16 samples, three checkpoints per series")] = False,
     device: Annotated[str | None, typer.Option(help="cpu | cuda | cuda:N")] = None,
-    set_: Annotated[list[str] | None, typer.Option("--set", help="override any config field of the model runs")] = None,
-    leaderboard: Annotated[str, typer.Option(help="leaderboard folder for the across-model relations "
-                                                  "('none': relate the report's models only)")] = "leaderboards",
-    fresh: Annotated[bool, typer.Option("--fresh", help="discard stored results and start over")] = False,
+    fresh: Annotated[bool, typer.Option("--fresh", help="discard stored training-series results and start over")] = False,
     progress: Annotated[bool | None, typer.Option("--progress/--no-progress", help="progress bars")] = None,
 ) -> None:
-    """Measure the paper's findings and write the report (Markdown, HTML, JSON, figures); resumable.
+    """The paper's findings as verdicts, from per-sample files (Markdown, HTML, JSON); resumable.
 
-    Every model is one bench run (plus a jump-out variant run and, for the training series,
-    one run per checkpoint); rerun the same command to resume. The report states per claim
-    what the paper says, what robcurve measured (n, interval, censoring, scale) and a verdict
-    that follows from a stated rule.
+    The models are the verified entries of --board (every one measured under the board's
+    protocol); the training series are measured here (robcurve track runs, resumable) and
+    exported next to the report. inputs.json lists every input file with its sha256, and
+    --from-files DIR rebuilds the report from them byte for byte without any model. Each claim
+    is tested with models as the unit where it is about models, Holm-corrected over all rows.
     """
-    from robcurve.reproduce.paper import reproduce
+    from robcurve.reproduce.study import build_report, verdict_table
 
-    res = reproduce(models=[m.strip() for m in models.split(",") if m.strip()] if models else None, quick=quick,
-                    config=config, out=out, report_dir=report,
-                    series=None if not series else [s.strip() for s in series if s.strip()],
-                    n=n, layer_samples=layer_samples, seed=seed, device=device, set_=set_, fresh=fresh,
-                    progress=progress, leaderboard=None if leaderboard.lower() == "none" else leaderboard)
-    typer.echo(res["markdown_table"])
-    typer.echo(f"\nreport: {res['report_dir']}/ (report.md, report.html, report.json, figures/) in {res['elapsed_s']:.0f} s")
+    if from_files is not None:
+        res = build_report(from_files, report)  # --report: write the rebuilt report elsewhere
+    else:
+        from robcurve.reproduce.paper import reproduce
+
+        res = reproduce(board=board, dataset=dataset, threat=threat, report_dir=report, out=out,
+                        series=None if not series else [s.strip() for s in series if s.strip()], config=config, n=n,
+                        quick=quick, device=device, fresh=fresh, progress=progress)
+    typer.echo(verdict_table(res["rows"]))
+    typer.echo(f"\nreport: {res['report_dir']}/ (report.md, report.html, report.json; inputs in inputs.json)"
+               + (f" in {res['elapsed_s']:.0f} s" if "elapsed_s" in res else ""))
 
 
 def register(app: typer.Typer) -> None:

@@ -39,12 +39,11 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
 from robcurve.naming import grid_step
+from robcurve.run.measures import Context, Measurement, direction
+from robcurve.run.metrics import Inputs, metric
 
 if TYPE_CHECKING:  # pragma: no cover
     from torch import Tensor
-
-    from robcurve.run.measures import Context
-    from robcurve.run.metrics import Inputs
 
 MEASURES = ("curvedness", "angle", "straightness", "total_turning")
 _KEY = re.compile(r"layer\.(\d+)\.curvedness")
@@ -87,7 +86,6 @@ def _num(v: Any) -> float | None:
 def run_layers(ctx: Context, start: int, x: Tensor, y: Tensor, split_idx: Tensor) -> list[dict]:
     """Measurement run function: the layer profile of the batch along the run's direction."""
     from robcurve.geometry import layer_profile
-    from robcurve.run.measures import direction
 
     s = settings(ctx.cfg)
     n = len(y)
@@ -263,3 +261,22 @@ def plot_layers(frames: Mapping[str, pd.DataFrame], cfg: Any, out_dir: str | Pat
     plt.close(fig)
     atomic_write_bytes(Path(out_dir) / "layers.png", buf.getvalue())
     return ["layers.png"]
+
+
+# -- registration: the measurement (a lazy entry of robcurve.run.measures) and its metrics ------------------
+MEASUREMENT = Measurement("layers", run_layers, "layer profile: curvature at every block output (attention and MLP "
+                          "branch separately)", 15, "layers", LayersCfg)
+
+metric("layer_curvedness_median", "layers", "median curvedness 1 - R^2 at each layer (block, branch, "
+       "features, logits)", "1 - R^2", "none", "median", lambda i: sel_layer(i, "curvedness"),
+       condition="layer | scale")
+metric("layer_angle_mean", "layers", "mean turning angle at the grid step at each layer", "deg", "none", "mean",
+       lambda i: sel_layer(i, "angle"), condition="layer | scale")
+metric("layer_kind_curvedness_median", "layers", "median over samples of the mean curvedness of the layers of "
+       "one kind (attn, attn_res, mlp, block, features, logits)", "1 - R^2", "none", "median", sel_kind,
+       condition="kind | scale")
+metric("layer_attn_minus_mlp", "layers", "mean over samples of the per-block mean of attention-branch minus "
+       "MLP-branch curvedness (> 0: attention branch more curved)", "1 - R^2", "none", "mean", sel_attn_mlp,
+       condition="scale")
+metric("layer_unresolved", "layers", "profiled correct samples whose in-class region has < 5 grid points",
+       "count", "none", "count", sel_unresolved, condition="scale")

@@ -301,21 +301,17 @@ def describe() -> list[tuple[str, str, str, str]]:
     return out
 
 
-# -- the layer profile (issue #13): registered here, implemented in robcurve.run.layers --------------
-def _register_layers() -> None:
-    from robcurve.run.layers import LayersCfg, run_layers
-
-    register_measurement(Measurement("layers", run_layers, "layer profile: curvature at every block output "
-                                     "(attention and MLP branch separately)", 15, "layers", LayersCfg))
-
-
-_register_layers()
-
-
-def _register_modules() -> None:
-    # robcurve.run.measurements.* register themselves on import; they import this module, so the
-    # import waits until its registry and helpers exist (a deferred import, not a heavy dependency)
-    import robcurve.run.measurements  # noqa: F401
+# -- measurements in their own modules (one module per measurement) ---------------------------------
+#: Each module defines ``MEASUREMENT`` (run function, config section, order) and registers its metrics
+#: when imported. The registry holds them as lazy ``"module:object"`` entries (like the attacks) into
+#: robcurve.run.builtins, which imports them all in one order on first use: this module never imports
+#: them, so there is no import circle (they import this module).
+BUILTIN_MODULES = ("layers", "window", "ablation", "jumpout_adaptive")
+for _name in BUILTIN_MODULES:
+    MEASUREMENTS.add(_name, f"robcurve.run.builtins:{_name}.MEASUREMENT")
 
 
-_register_modules()
+def load_all() -> None:
+    """Import every lazily registered measurement (each registers its metrics on import)."""
+    for n in MEASUREMENTS.names():
+        MEASUREMENTS.get(n)

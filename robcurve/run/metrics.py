@@ -564,28 +564,10 @@ def describe() -> pd.DataFrame:
                          for m in (METRICS.get(n) for n in METRICS.names_in_order())])
 
 
-# -- the layer profile (measurement "layers", robcurve.run.layers) -------------------------------------
-def _register_layer_metrics() -> None:
-    from robcurve.run import layers as L
-
-    metric("layer_curvedness_median", "layers", "median curvedness 1 - R^2 at each layer (block, branch, "
-           "features, logits)", "1 - R^2", "none", "median", lambda i: L.sel_layer(i, "curvedness"),
-           condition="layer | scale")
-    metric("layer_angle_mean", "layers", "mean turning angle at the grid step at each layer", "deg", "none", "mean",
-           lambda i: L.sel_layer(i, "angle"), condition="layer | scale")
-    metric("layer_kind_curvedness_median", "layers", "median over samples of the mean curvedness of the layers of "
-           "one kind (attn, attn_res, mlp, block, features, logits)", "1 - R^2", "none", "median", L.sel_kind,
-           condition="kind | scale")
-    metric("layer_attn_minus_mlp", "layers", "mean over samples of the per-block mean of attention-branch minus "
-           "MLP-branch curvedness (> 0: attention branch more curved)", "1 - R^2", "none", "mean", L.sel_attn_mlp,
-           condition="scale")
-    metric("layer_unresolved", "layers", "profiled correct samples whose in-class region has < 5 grid points",
-           "count", "none", "count", L.sel_unresolved, condition="scale")
-
-
-_register_layer_metrics()
-
-
 def load_all() -> None:
-    """Register the metrics of every measurement module (they register on import with their measurement)."""
-    import robcurve.run.measures  # noqa: F401  (imports robcurve.run.measurements.*; deferred: they import this module)
+    """Register the metrics of every measurement module (each registers them when first imported)."""
+    from robcurve.run.measures import (
+        load_all as load_measurements,  # deferred: torch, for metric tables only
+    )
+
+    load_measurements()

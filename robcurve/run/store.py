@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from robcurve.errors import RobcurveError
+from robcurve.run.config import MACHINE_FIELDS
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -79,7 +80,7 @@ class Store:
         if old is not None and old != digest:
             old_cfg = self.get_meta("config") or {}
             changed = sorted(k for k in set(old_cfg) | set(config) if old_cfg.get(k) != config.get(k)
-                             and k not in ("out", "device", "data_dir", "model_dir", "weights"))
+                             and k not in MACHINE_FIELDS)
             raise RobcurveError(f"the run in {self.path.parent} was made with a different config (changed: {', '.join(changed) or '?'})",
                                 where=str(self.path), fix="rerun with --fresh to start over, or choose another --out")
         self.set_meta(config_digest=digest, config=config, code_version=code_version)

@@ -1,4 +1,3 @@
-"""Measurements written as one module each (DESIGN.md): the module registers its run function,
-its config section and its metrics. Importing this package registers them."""
-
-from robcurve.run.measurements import ablation, jumpout_adaptive, window  # noqa: F401
+"""Measurements written as one module each (DESIGN.md): each module defines ``MEASUREMENT`` (its run
+function and config section) and registers its metrics. ``robcurve.run.builtins`` imports them (in one
+order) when the measurement registry first needs one."""

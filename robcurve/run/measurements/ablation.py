@@ -18,7 +18,7 @@ from torch import Tensor
 
 from robcurve.run.measurements.window import measured_prefix, window_pass
 from robcurve.run.measurements.window import settings as window_settings
-from robcurve.run.measures import Context, Measurement, register_measurement
+from robcurve.run.measures import Context, Measurement
 from robcurve.run.metrics import Inputs, metric
 
 NAME = "ablation"
@@ -62,7 +62,7 @@ def run_ablation(ctx: Context, start: int, x: Tensor, y: Tensor, split_idx: Tens
     return rows
 
 
-register_measurement(Measurement(NAME, run_ablation, "curvature with attention maps (or ReLU/GELU gates) frozen at "
+MEASUREMENT = (Measurement(NAME, run_ablation, "curvature with attention maps (or ReLU/GELU gates) frozen at "
                                  "eps = 0 on the boundary-relative windows: what causes the curvature", 27, NAME,
                                  AblationCfg))
 

@@ -16,7 +16,7 @@ from torch import Tensor
 
 from robcurve.run.measurements.window import measured_prefix, window_pass
 from robcurve.run.measurements.window import settings as window_settings
-from robcurve.run.measures import Context, Measurement, register_measurement
+from robcurve.run.measures import Context, Measurement
 from robcurve.run.metrics import Inputs, metric
 
 NAME = "jumpout_adaptive"
@@ -79,7 +79,7 @@ def run_adaptive(ctx: Context, start: int, x: Tensor, y: Tensor, split_idx: Tens
     return rows
 
 
-register_measurement(Measurement(NAME, run_adaptive, "adaptive jump-out: the smallest jump that straightens a curved "
+MEASUREMENT = (Measurement(NAME, run_adaptive, "adaptive jump-out: the smallest jump that straightens a curved "
                                  "sample, its shortcut ratio, and null / straight-sample controls", 65, NAME,
                                  AdaptiveJumpCfg))
 

@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
 from robcurve import stats
-from robcurve.run.measures import Context, Measurement, batched_logits, register_measurement
+from robcurve.run.measures import Context, Measurement, batched_logits, direction
 from robcurve.run.metrics import AGGREGATORS, Aggregated, Aggregator, Inputs, metric
 
 NAME = "window"
@@ -63,7 +63,6 @@ def window_pass(ctx: Context, start: int, x: Tensor, y: Tensor) -> dict:
 def _window_pass(ctx: Context, start: int, x: Tensor, y: Tensor) -> dict:
     from robcurve.geometry import get_direction, travel_distance
     from robcurve.geometry.window import window_curvature
-    from robcurve.run.measures import direction
 
     s = settings(ctx.cfg)
     tr = ctx.cfg.travel
@@ -112,7 +111,7 @@ def run_window(ctx: Context, start: int, x: Tensor, y: Tensor, split_idx: Tensor
             for i in range(len(y))]
 
 
-register_measurement(Measurement(NAME, run_window, "curvedness on windows scaled to each sample's travel distance "
+MEASUREMENT = (Measurement(NAME, run_window, "curvedness on windows scaled to each sample's travel distance "
                                  "(the headline; misclassified samples in their predicted class's region)", 25, NAME,
                                  WindowCfg))
 

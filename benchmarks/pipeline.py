@@ -1,0 +1,266 @@
+"""The whole pipeline against its forward/backward floor, and on a busy machine (issue 26).
+
+    .venv/bin/python benchmarks/pipeline.py                      # zoo ViT, ResNet, Swin; leaderboard config, n = 8
+    .venv/bin/python benchmarks/pipeline.py --models zoo-vit --n 16 --config configs/population-fmnist.yaml
+    .venv/bin/python benchmarks/pipeline.py --busy               # + the slowdown next to a competing process
+    .venv/bin/python benchmarks/pipeline.py --fixed              # + fixed cost (n = 1 run, summarize)
+
+**Efficiency.** One in-process run of the config per model, with every image that enters the
+model counted (a counter on the model's input normalisation: forwards = images through the
+network, backwards = images whose input gradient was taken), per measurement (each registered
+run function is wrapped; a pass shared through the batch cache is counted where it is first
+made). The floor is what those passes cost in plain torch, measured in the same process right
+before: the best per-image time over batch sizes 16 / 64 / 256 of a no-grad forward (t_f) and
+of a forward + input-gradient backward (t_fb), so floor = F·t_f + B·(t_fb − t_f). Efficiency =
+floor / measured time of the measurement; "other" is the run's time outside the measurements
+(loading, checks, the store, summary and plots).
+
+**Busy machine.** The same config as a ``robcurve bench`` subprocess, first alone, then with one
+competing CPU-bound process (a Python busy loop) on the machine, for three thread settings: the
+default (torch's threads = the CPUs allowed), ``OMP_WAIT_POLICY=PASSIVE`` set before torch
+starts, and ``--threads 1``. Each setting's slowdown = busy wall / its own quiet wall; the last
+column compares each busy wall with the default's quiet wall. Repeats are interleaved
+(quiet and busy alternate per setting).
+
+Nothing here is asserted: it prints what it measured (torch version, threads, load average at
+the start). The README's "Performance" section quotes its output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import ROOT, header, loadavg, parse_models, table  # noqa: E402
+
+SPECS = {"zoo-vit": "zoo:vit-fmnist", "zoo-resnet": "zoo:resnet-fmnist", "zoo-swin": "zoo:swin-fmnist",
+         "zoo-convnext": "zoo:convnext-fmnist"}
+
+
+# -- counting --------------------------------------------------------------------------------------
+class Passes:
+    """Images through the network (forwards) and input gradients (backwards), per current measurement."""
+
+    def __init__(self) -> None:
+        self.current = "other"
+        self.f: dict[str, int] = {}
+        self.b: dict[str, int] = {}
+        self.t: dict[str, float] = {}
+
+    def install(self, model: torch.nn.Module) -> None:
+        orig = model.normalize
+
+        def counted(x: torch.Tensor) -> torch.Tensor:
+            out = orig(x)
+            k, n = self.current, int(x.shape[0])
+            self.f[k] = self.f.get(k, 0) + n
+            if out.requires_grad:
+                out.register_hook(lambda g, k=k, n=n: self._back(k, n, g))
+            return out
+
+        model.normalize = counted  # type: ignore[method-assign]
+
+    def _back(self, k: str, n: int, g: torch.Tensor) -> torch.Tensor:
+        self.b[k] = self.b.get(k, 0) + n
+        return g
+
+    def wrap(self, name: str, fn):  # type: ignore[no-untyped-def]
+        def run(*a, **kw):  # type: ignore[no-untyped-def]
+            prev, self.current = self.current, name
+            t = time.perf_counter()
+            try:
+                return fn(*a, **kw)
+            finally:
+                self.t[name] = self.t.get(name, 0.0) + time.perf_counter() - t
+                self.current = prev
+
+        return run
+
+
+def floor_costs(model: torch.nn.Module, x: torch.Tensor, repeats: int = 3) -> tuple[float, float, int, int]:
+    """(t_f, t_fb, best batch f, best batch fb): best seconds per image of a no-grad forward and of a
+    forward + input-gradient backward, over batch sizes 16 / 64 / 256."""
+    best_f, best_fb, bf, bfb = float("inf"), float("inf"), 0, 0
+    for bs in (16, 64, 256):
+        xb = x.repeat((bs + len(x) - 1) // len(x), 1, 1, 1)[:bs].contiguous()
+        for _ in range(repeats):
+            with torch.no_grad():
+                t = time.perf_counter()
+                model(xb)
+                tf = (time.perf_counter() - t) / bs
+            xg = xb.clone().requires_grad_(True)
+            t = time.perf_counter()
+            model(xg).sum().backward()
+            tfb = (time.perf_counter() - t) / bs
+            if tf < best_f:
+                best_f, bf = tf, bs
+            if tfb < best_fb:
+                best_fb, bfb = tfb, bs
+    return best_f, best_fb, bf, bfb
+
+
+def efficiency(name: str, args: argparse.Namespace) -> list[list[str]]:
+    import robcurve
+    import robcurve.run.runner as R
+    from robcurve.run.config import load_config
+    from robcurve.run.measures import MEASUREMENTS, load_all
+
+    spec = SPECS[name]
+    model = robcurve.load_model(spec)
+    model.eval().requires_grad_(False)
+    x = robcurve.load_dataset("fashion-mnist-embedded", n=64, seed=0).images.float()
+    t_f, t_fb, bf, bfb = floor_costs(model, x)
+    passes = Passes()
+    load_all()
+    saved = {}
+    for n in MEASUREMENTS.names():
+        m = MEASUREMENTS.get(n)
+        saved[n] = m
+        MEASUREMENTS.add(n, dataclasses.replace(m, run=passes.wrap(n, m.run)), replace=True)
+    orig_load = R.load_model
+
+    def load_counted(*a, **kw):  # type: ignore[no-untyped-def]
+        mdl = orig_load(*a, **kw)
+        passes.install(mdl)
+        return mdl
+
+    R.load_model = load_counted
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            cfg = load_config(args.config, {"model": spec, "n": args.n, "batch_size": min(args.n, 25),
+                                            "out": str(Path(tmp) / "run")})
+            t0 = time.perf_counter()
+            R.run(cfg, fresh=True, progress=False, verbose=False, summarize=True)
+            wall = time.perf_counter() - t0
+    finally:
+        R.load_model = orig_load
+        for n, m in saved.items():
+            MEASUREMENTS.add(n, m, replace=True)
+    rows = []
+    tot_floor = tot_time = 0.0
+    for k in sorted(set(passes.t) | set(passes.f), key=lambda k: -passes.t.get(k, 0.0)):
+        f, b, t = passes.f.get(k, 0), passes.b.get(k, 0), passes.t.get(k, 0.0)
+        fl = f * t_f + b * (t_fb - t_f)
+        tot_floor += fl
+        tot_time += t
+        rows.append([name, k, f"{f / args.n:.0f}", f"{b / args.n:.0f}", f"{fl:.2f}", f"{t:.2f}",
+                     f"{fl / t:.2f}" if t > 0 else "–"])
+    other = wall - tot_time
+    rows.append([name, "(outside measurements)", "", "", "", f"{other:.2f}", ""])
+    rows.append([name, "**whole run**", f"{sum(passes.f.values()) / args.n:.0f}", f"{sum(passes.b.values()) / args.n:.0f}",
+                 f"{tot_floor:.2f}", f"{wall:.2f}", f"**{tot_floor / wall:.2f}** (measurements only {tot_floor / tot_time:.2f})"])
+    print(f"{name}: t_f {1e3 * t_f:.2f} ms/img (batch {bf}), t_fb {1e3 * t_fb:.2f} ms/img (batch {bfb}); "
+          f"n = {args.n}; load average now {loadavg()}", flush=True)
+    return rows
+
+
+# -- busy machine ------------------------------------------------------------------------------------
+def bench_wall(spec: str, args: argparse.Namespace, env_extra: dict[str, str], extra: list[str], n: int) -> float:
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [sys.executable, "-m", "robcurve", "bench", "--config", str(args.config), "--model", spec, "--n", str(n),
+               "--batch-size", str(min(n, 25)), "--out", str(Path(tmp) / "run"), "--no-progress", *extra]
+        env = {**os.environ, **env_extra}
+        t = time.perf_counter()
+        r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+        wall = time.perf_counter() - t
+        if r.returncode != 0:
+            raise SystemExit(f"bench failed ({' '.join(cmd)}):\n{r.stderr[-2000:]}")
+        return wall
+
+
+def busy(name: str, args: argparse.Namespace) -> list[list[str]]:
+    spec = SPECS[name]
+    settings = {"default": ({}, []), "OMP_WAIT_POLICY=PASSIVE": ({"OMP_WAIT_POLICY": "PASSIVE"}, []),
+                "--threads 1": ({}, ["--threads", "1"])}
+    quiet: dict[str, list[float]] = {k: [] for k in settings}
+    loaded: dict[str, list[float]] = {k: [] for k in settings}
+    for _ in range(args.repeats):
+        for k, (env, extra) in settings.items():
+            quiet[k].append(bench_wall(spec, args, env, extra, args.busy_n))
+            hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+            try:
+                time.sleep(0.5)
+                loaded[k].append(bench_wall(spec, args, env, extra, args.busy_n))
+            finally:
+                hog.kill()
+                hog.wait()
+    ref = statistics.median(quiet["default"])
+    rows = []
+    for k in settings:
+        q, b = statistics.median(quiet[k]), statistics.median(loaded[k])
+        rows.append([name, k, f"{q:.1f} [{min(quiet[k]):.1f}-{max(quiet[k]):.1f}]",
+                     f"{b:.1f} [{min(loaded[k]):.1f}-{max(loaded[k]):.1f}]", f"{b / q:.2f}", f"{b / ref:.2f}"])
+    return rows
+
+
+def fixed(name: str, args: argparse.Namespace) -> list[list[str]]:
+    spec = SPECS[name]
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "run"
+        cmd = [sys.executable, "-m", "robcurve", "bench", "--config", str(args.config), "--model", spec, "--n", "1",
+               "--batch-size", "1", "--out", str(out), "--no-progress"]
+        t = time.perf_counter()
+        subprocess.run(cmd, cwd=ROOT, capture_output=True, check=True)
+        n1 = time.perf_counter() - t
+        t = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "robcurve", "summarize", str(out)], cwd=ROOT, capture_output=True,
+                       check=True)
+        summ = time.perf_counter() - t
+        t = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "robcurve", "--help"], cwd=ROOT, capture_output=True, check=True)
+        helpt = time.perf_counter() - t
+    return [[name, f"{n1:.1f}", f"{summ:.1f}", f"{helpt:.1f}"]]
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", default="zoo-vit,zoo-resnet,zoo-swin")
+    ap.add_argument("--config", type=Path, default=ROOT / "configs" / "leaderboard-fmnist.yaml")
+    ap.add_argument("--n", type=int, default=8, help="samples of the efficiency run")
+    ap.add_argument("--busy", action="store_true", help="also the busy-machine comparison (subprocesses)")
+    ap.add_argument("--busy-n", type=int, default=4, help="samples of each busy-machine run")
+    ap.add_argument("--repeats", type=int, default=2, help="repeats of each busy-machine setting (interleaved)")
+    ap.add_argument("--fixed", action="store_true", help="also the fixed cost: n = 1 run, summarize, --help")
+    ap.add_argument("--no-efficiency", action="store_true")
+    args = ap.parse_args(argv)
+    models = parse_models(args.models)
+    bad = [m for m in models if m not in SPECS]
+    if bad:
+        raise SystemExit(f"pipeline.py measures the zoo models only ({', '.join(SPECS)}), not {bad}")
+    header(f"pipeline: {args.config.name}", 0)
+    if not args.no_efficiency:
+        rows = []
+        for m in models:
+            rows += efficiency(m, args)
+        print()
+        print(table(rows, ["model", "measurement", "forwards / img", "backwards / img", "floor s", "measured s",
+                           "efficiency"]))
+    if args.fixed:
+        rows = []
+        for m in models:
+            rows += fixed(m, args)
+        print()
+        print(table(rows, ["model", "bench --n 1 wall s", "summarize wall s", "--help wall s"]))
+    if args.busy:
+        rows = []
+        for m in models:
+            rows += busy(m, args)
+        print()
+        print(f"busy machine: n = {args.busy_n}, {args.repeats} interleaved repeats, one competing busy loop, "
+              f"{os.cpu_count()} cores")
+        print(table(rows, ["model", "threads", "quiet wall s", "busy wall s", "slowdown (own quiet)",
+                           "busy / default quiet"]))
+
+
+if __name__ == "__main__":
+    main()

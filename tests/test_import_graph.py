@@ -1,0 +1,129 @@
+"""Issue 23: no import circles among robcurve's modules, counting function-level imports too.
+
+The graph has an edge A -> B for every ``import``/``from ... import`` of a robcurve module B in
+module A, at module level or inside a function (``if TYPE_CHECKING:`` blocks excepted: they never
+run). ``from pkg import name`` is an edge to ``pkg.name`` when that is a module, else to ``pkg``.
+Registries that load plugins lazily hold ``"module:object"`` strings, which are not imports.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PKG = Path(__file__).resolve().parents[1] / "robcurve"
+
+
+def modules(root: Path) -> dict[str, Path]:
+    out = {}
+    for p in root.rglob("*.py"):
+        parts = p.relative_to(root.parent).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        out[name] = p
+    return out
+
+
+def import_graph(root: Path) -> dict[str, dict[str, int]]:
+    """module -> {imported module: line} over every import statement that can run."""
+    mods = modules(root)
+    top = root.name
+    graph: dict[str, dict[str, int]] = {m: {} for m in mods}
+
+    def target(mod: str, name: str | None) -> str | None:
+        if name and f"{mod}.{name}" in mods:
+            return f"{mod}.{name}"
+        return mod if mod in mods else None
+
+    for name, path in mods.items():
+        pkg = name if path.name == "__init__.py" else name.rpartition(".")[0]
+
+        def visit(node: ast.AST, name: str = name, pkg: str = pkg) -> None:
+            for ch in ast.iter_child_nodes(node):
+                if isinstance(ch, ast.If) and "TYPE_CHECKING" in ast.unparse(ch.test):
+                    continue
+                found: list[str | None] = []
+                if isinstance(ch, ast.Import):
+                    found = [target(a.name, None) for a in ch.names if a.name.split(".")[0] == top]
+                elif isinstance(ch, ast.ImportFrom):
+                    mod = ch.module or ""
+                    if ch.level:
+                        base = pkg.split(".")[: len(pkg.split(".")) - (ch.level - 1)]
+                        mod = ".".join(base + ([mod] if mod else []))
+                    if mod.split(".")[0] == top:
+                        found = [target(mod, a.name) for a in ch.names]
+                for t in found:
+                    if t and t != name:
+                        graph[name].setdefault(t, ch.lineno)
+                visit(ch, name, pkg)
+
+        visit(ast.parse(path.read_text(encoding="utf-8")))
+    return graph
+
+
+def circles(graph: dict[str, dict[str, int]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan, iterative)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on: set[str] = set()
+    out: list[list[str]] = []
+    counter = 0
+    for root in graph:
+        if root in index:
+            continue
+        work = [(root, iter(graph[root]))]
+        index[root] = low[root] = counter
+        counter += 1
+        stack.append(root)
+        on.add(root)
+        while work:
+            v, it = work[-1]
+            w = next(it, None)
+            if w is not None:
+                if w not in index:
+                    index[w] = low[w] = counter
+                    counter += 1
+                    stack.append(w)
+                    on.add(w)
+                    work.append((w, iter(graph.get(w, {}))))
+                elif w in on:
+                    low[v] = min(low[v], index[w])
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[v])
+            if low[v] == index[v]:
+                comp = []
+                while True:
+                    x = stack.pop()
+                    on.discard(x)
+                    comp.append(x)
+                    if x == v:
+                        break
+                if len(comp) > 1:
+                    out.append(sorted(comp))
+    return out
+
+
+def test_robcurve_has_no_import_circles():
+    g = import_graph(PKG)
+    assert len(g) > 60 and sum(len(v) for v in g.values()) > 200  # the graph was really read
+    found = circles(g)
+    detail = ["; ".join(f"{a} -> {b} (line {g[a][b]})" for a in c for b in g[a] if b in c) for c in found]
+    assert not found, "import circles: " + " | ".join(detail)
+
+
+def test_the_detector_finds_a_circle_made_by_a_function_level_import(tmp_path):
+    pkg = tmp_path / "robcurve"
+    (pkg / "sub").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "sub" / "__init__.py").write_text("")
+    (pkg / "a.py").write_text("from robcurve.sub import b\n")
+    (pkg / "sub" / "b.py").write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from robcurve import c\n"
+                                      "def f():\n    from .. import a\n")
+    (pkg / "c.py").write_text("import robcurve.a\n")
+    g = import_graph(pkg)
+    assert g["robcurve.sub.b"] == {"robcurve.a": 5}  # relative, function-level; the TYPE_CHECKING one ignored
+    assert circles(g) == [["robcurve.a", "robcurve.sub.b"]]
+    (pkg / "sub" / "b.py").write_text("def f():\n    return 1\n")
+    assert circles(import_graph(pkg)) == []
