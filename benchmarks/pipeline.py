@@ -16,9 +16,11 @@ floor / measured time of the measurement; "other" is the run's time outside the 
 (loading, checks, the store, summary and plots).
 
 **Busy machine.** The same config as a ``robcurve bench`` subprocess, first alone, then with one
-competing CPU-bound process (a Python busy loop) on the machine, for three thread settings: the
-default (torch's threads = the CPUs allowed), ``OMP_WAIT_POLICY=PASSIVE`` set before torch
-starts, and ``--threads 1``. Each setting's slowdown = busy wall / its own quiet wall; the last
+competing CPU-bound process on the machine (``--hog loop``: a Python busy loop; ``--hog torch``:
+torch matrix products on 2 threads, i.e. another torch job), for four thread settings: the
+default (torch's threads = the CPUs allowed; robcurve sets ``OMP_WAIT_POLICY=PASSIVE`` itself when
+other work keeps a CPU busy at start, see ``robcurve/cpu.py``), ``OMP_WAIT_POLICY=ACTIVE`` (the
+default before that choice), ``OMP_WAIT_POLICY=PASSIVE`` always, and ``--threads 1``. Each setting's slowdown = busy wall / its own quiet wall; the last
 column compares each busy wall with the default's quiet wall. Repeats are interleaved
 (quiet and busy alternate per setting).
 
@@ -43,6 +45,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import ROOT, header, loadavg, parse_models, table  # noqa: E402
 
+#: the competing process: a Python busy loop (one core), or torch matrix products with 2 threads (another
+#: torch job, e.g. a second robcurve run: both sides spin in OpenMP barriers)
+HOGS = {"loop": "while True: pass",
+        "torch": "import torch\ntorch.set_num_threads(2)\na = torch.randn(512, 512)\nwhile True: a @ a"}
 SPECS = {"zoo-vit": "zoo:vit-fmnist", "zoo-resnet": "zoo:resnet-fmnist", "zoo-swin": "zoo:swin-fmnist",
          "zoo-convnext": "zoo:convnext-fmnist"}
 
@@ -169,7 +175,7 @@ def bench_wall(spec: str, args: argparse.Namespace, env_extra: dict[str, str], e
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [sys.executable, "-m", "robcurve", "bench", "--config", str(args.config), "--model", spec, "--n", str(n),
                "--batch-size", str(min(n, 25)), "--out", str(Path(tmp) / "run"), "--no-progress", *extra]
-        env = {**os.environ, **env_extra}
+        env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"} | env_extra
         t = time.perf_counter()
         r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
         wall = time.perf_counter() - t
@@ -180,21 +186,21 @@ def bench_wall(spec: str, args: argparse.Namespace, env_extra: dict[str, str], e
 
 def busy(name: str, args: argparse.Namespace) -> list[list[str]]:
     spec = SPECS[name]
-    settings = {"default": ({}, []), "OMP_WAIT_POLICY=PASSIVE": ({"OMP_WAIT_POLICY": "PASSIVE"}, []),
-                "--threads 1": ({}, ["--threads", "1"])}
+    settings = {"default (auto wait policy)": ({}, []), "OMP_WAIT_POLICY=ACTIVE": ({"OMP_WAIT_POLICY": "ACTIVE"}, []),
+                "OMP_WAIT_POLICY=PASSIVE": ({"OMP_WAIT_POLICY": "PASSIVE"}, []), "--threads 1": ({}, ["--threads", "1"])}
     quiet: dict[str, list[float]] = {k: [] for k in settings}
     loaded: dict[str, list[float]] = {k: [] for k in settings}
     for _ in range(args.repeats):
         for k, (env, extra) in settings.items():
             quiet[k].append(bench_wall(spec, args, env, extra, args.busy_n))
-            hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+            hog = subprocess.Popen([sys.executable, "-c", HOGS[args.hog]])
             try:
                 time.sleep(0.5)
                 loaded[k].append(bench_wall(spec, args, env, extra, args.busy_n))
             finally:
                 hog.kill()
                 hog.wait()
-    ref = statistics.median(quiet["default"])
+    ref = statistics.median(quiet["default (auto wait policy)"])
     rows = []
     for k in settings:
         q, b = statistics.median(quiet[k]), statistics.median(loaded[k])
@@ -230,6 +236,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--busy", action="store_true", help="also the busy-machine comparison (subprocesses)")
     ap.add_argument("--busy-n", type=int, default=4, help="samples of each busy-machine run")
     ap.add_argument("--repeats", type=int, default=2, help="repeats of each busy-machine setting (interleaved)")
+    ap.add_argument("--hog", choices=sorted(HOGS), default="loop", help="the competing process (see HOGS)")
     ap.add_argument("--fixed", action="store_true", help="also the fixed cost: n = 1 run, summarize, --help")
     ap.add_argument("--no-efficiency", action="store_true")
     args = ap.parse_args(argv)
@@ -256,7 +263,7 @@ def main(argv: list[str] | None = None) -> None:
         for m in models:
             rows += busy(m, args)
         print()
-        print(f"busy machine: n = {args.busy_n}, {args.repeats} interleaved repeats, one competing busy loop, "
+        print(f"busy machine: n = {args.busy_n}, {args.repeats} interleaved repeats, competing process: {args.hog}, "
               f"{os.cpu_count()} cores")
         print(table(rows, ["model", "threads", "quiet wall s", "busy wall s", "slowdown (own quiet)",
                            "busy / default quiet"]))

@@ -76,6 +76,7 @@ def bench(
     set_: Annotated[list[str] | None, typer.Option("--set", help="override any config field: --set pgd.eps=0.05")] = None,
     fresh: Annotated[bool, typer.Option("--fresh", help="discard stored results of this run folder and start over")] = False,
     progress: Annotated[bool | None, typer.Option("--progress/--no-progress", help="progress bars (default: when on a terminal)")] = None,
+    plots: Annotated[bool, typer.Option("--plots/--no-plots", help="draw the run's figures at the end (about 3 s)")] = True,
 ) -> None:
     """Measure a model: curvature, travel distance, attacks, calibration; resumable.
 
@@ -98,7 +99,7 @@ def bench(
     if config is None and (SHIPPED / "default.yaml").is_file():
         config = SHIPPED / "default.yaml"
     cfg = load_config(config, overrides)
-    res = run(cfg, fresh=fresh, progress=progress)
+    res = run(cfg, fresh=fresh, progress=progress, plots=plots)
     if not res.summary:  # a non-zero rank of a sharded run: rank 0 merges and summarises
         typer.echo(f"{res.model_info.get('spec')}: this rank measured its shard ({res.computed} sample-measurements "
                    f"computed, {res.skipped} reused); rank 0 wrote the outputs")
@@ -112,11 +113,12 @@ def bench(
 
 @app.command()
 def summarize(run_dir: Annotated[Path, typer.Argument(help="a run folder written by robcurve bench")],
-              partial: Annotated[bool, typer.Option("--partial", help="summarise an incomplete run (marked; no entry.json)")] = False) -> None:
+              partial: Annotated[bool, typer.Option("--partial", help="summarise an incomplete run (marked; no entry.json)")] = False,
+              plots: Annotated[bool, typer.Option("--plots/--no-plots", help="draw the figures (about 3 s)")] = True) -> None:
     """Rebuild every output of a run (summary, entry.json, CSVs, plots) from its store; no model is loaded."""
     from robcurve.run.summary import summarize as _summarize
 
-    s = _summarize(run_dir, partial=partial)
+    s = _summarize(run_dir, partial=partial, plots_on=plots)
     typer.echo(s["markdown"])
 
 
@@ -335,6 +337,10 @@ def main(argv: list[str] | None = None) -> int:
         NoArgsIsHelpError = ()  # noqa: N806
 
     args = list(sys.argv[1:] if argv is None else argv)
+    if "torch" not in sys.modules:  # the wait policy is read when torch starts its OpenMP runtime
+        from robcurve.cpu import choose_wait_policy
+
+        choose_wait_policy()
     _STATE["debug"] = "--debug" in args
     args = [a for a in args if a != "--debug"]  # a global option, accepted in any position
     args, plugin_modules = _take_plugins(args)

@@ -58,7 +58,6 @@ def load(modules: tuple[str, ...] | list[str] = (), quiet: bool = False) -> list
     """Load entry-point plugins once (and the given ``--plugins`` modules); return what was found."""
     global _DONE
     from robcurve.errors import one_line
-    from robcurve.models import SOURCES
 
     found: list[Plugin] = []
     if not _DONE:
@@ -68,6 +67,9 @@ def load(modules: tuple[str, ...] | list[str] = (), quiet: bool = False) -> list
                 p = Plugin(group, ep.name, ep.value, _dist(ep), "")
                 try:
                     if group == "robcurve.models":
+                        # deferred: torch, imported only when a model plugin exists
+                        from robcurve.models import SOURCES
+
                         if ep.name in SOURCES:
                             origin = SOURCES.meta(ep.name).get("plugin") or "robcurve (built-in)"
                             p.status = f"refused: model source {ep.name!r} is already provided by {origin}"

@@ -127,3 +127,22 @@ def test_the_detector_finds_a_circle_made_by_a_function_level_import(tmp_path):
     assert circles(g) == [["robcurve.a", "robcurve.sub.b"]]
     (pkg / "sub" / "b.py").write_text("def f():\n    return 1\n")
     assert circles(import_graph(pkg)) == []
+
+
+def test_lists_beside_the_registries_agree_with_them():
+    """The light modules (config, leaderboard schema) keep literal lists so they import without torch;
+    each must equal the registry it mirrors (issue 23: no silent drift)."""
+    import typing
+
+    from robcurve.attacks.base import BACKEND_ADAPTERS, BACKENDS
+    from robcurve.data.base import DATASETS
+    from robcurve.geometry.directions import directions
+    from robcurve.leaderboard import schema
+    from robcurve.naming import dataset_family
+    from robcurve.run.config import DirectionCfg, RunConfig
+
+    # "custom" takes a Python callable, so only the API offers it (a config file cannot name one)
+    assert set(typing.get_args(DirectionCfg.model_fields["kind"].annotation)) == set(directions.names()) - {"custom"}
+    assert typing.get_args(RunConfig.model_fields["attack_backend"].annotation) == BACKENDS
+    assert set(BACKENDS) == {"robcurve", *BACKEND_ADAPTERS}
+    assert {dataset_family(d) for d in DATASETS.names()} <= set(schema.DATASETS)

@@ -16,7 +16,7 @@ import torch
 from robcurve.models.wrapper import ModelInfo, RobcurveModel
 
 
-def load_toy(name):
+def load_toy(name, **request):
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 16), torch.nn.ReLU(), torch.nn.Linear(16, 10))
     info = ModelInfo(spec=f"toy:{name}", source="toy", name=name, family="mlp", dataset="fashion-mnist",

@@ -9,20 +9,36 @@ For papers::
 
 from __future__ import annotations
 
+import importlib
 import json
 from pathlib import Path
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from robcurve.leaderboard.io import DEFAULT_ROOT, load_entries, read_entry
-from robcurve.leaderboard.render import matched_pairs, relations, tidy
-from robcurve.leaderboard.schema import Entry
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+
+# imported on first use (pandas): `robcurve --help` and commands that do not read a board stay fast
+_API = {"Entry": "robcurve.leaderboard.schema", "relations": "robcurve.leaderboard.render",
+        "matched_pairs": "robcurve.leaderboard.render", "tidy": "robcurve.leaderboard.render"}
 
 __all__ = ["Entry", "load", "load_entries", "read_entry", "relations", "matched_pairs", "tidy", "import_robustbench"]
 
 
+def __getattr__(name: str) -> Any:
+    if name in _API:
+        obj = getattr(importlib.import_module(_API[name]), name)
+        globals()[name] = obj
+        return obj
+    raise AttributeError(f"module 'robcurve.leaderboard' has no attribute {name!r}")
+
+
 def load(dataset: str | None = None, threat: str | None = None, root: str | Path = DEFAULT_ROOT) -> pd.DataFrame:
     """The leaderboard as a tidy DataFrame: one row per model (ranked), metric value/lo/hi/n columns."""
+    from robcurve.leaderboard.io import load_entries
+    from robcurve.leaderboard.render import tidy
+
     return tidy(load_entries(root, dataset, threat))
 
 

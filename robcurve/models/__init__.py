@@ -18,11 +18,16 @@ from robcurve.naming import dataset_family  # noqa: F401  (re-exported: robcurve
 from robcurve.registry import Registry
 
 SOURCES: Registry = Registry("model source")
-SOURCES.add("timm", "robcurve.models.timm_source:load_timm", help="timm architecture; --weights FILE or the local HF cache")
+#: Every source is called the same way: ``loader(name, weights=, dataset=, threat_model=, model_dir=, arch=,
+#: model_kwargs=)`` (keywords a source does not use land in its ``**kw``); ``model_kwargs=True`` marks the
+#: sources that take constructor arguments.
+SOURCES.add("timm", "robcurve.models.timm_source:timm_source", help="timm architecture; --weights FILE or the local HF cache",
+            model_kwargs=True)
 SOURCES.add("robustbench", "robcurve.models.robustbench_source:load_robustbench",
             help="RobustBench model; checkpoint at <model_dir>/<dataset>/<threat>/<name>.pt")
-SOURCES.add("zoo", "robcurve.zoo:load_zoo", help="robcurve's own Fashion-MNIST zoo (shipped); name@epoch for the training series")
-SOURCES.add("file", "robcurve.models.file_source:load_file_model", help="weights file + JSON sidecar naming the timm architecture")
+SOURCES.add("zoo", "robcurve.zoo:zoo_source", help="robcurve's own Fashion-MNIST zoo (shipped); name@epoch for the training series")
+SOURCES.add("file", "robcurve.models.file_source:load_file_model", help="weights file + JSON sidecar naming the timm architecture",
+            model_kwargs=True)
 SOURCES.add("py", "robcurve.models.file_source:load_py_model", help="module:factory returning an nn.Module ([0, 1] input)")
 
 # alias -> spec, per dataset
@@ -107,22 +112,12 @@ def load_model(spec: str, *, dataset: str = "fashion-mnist", threat_model: str =
     if not name:
         raise RobcurveError(f"model spec {full!r} has no name after '{source}:'", fix=f"write {source}:<name>")
     loader = SOURCES.get(source)
-    if model_kwargs and source not in ("timm", "file"):
+    if model_kwargs and not SOURCES.meta(source).get("model_kwargs"):
+        takes = ", ".join(f"{s}:" for s in SOURCES.names() if SOURCES.meta(s).get("model_kwargs"))
         raise RobcurveError(f"model arguments {model_kwargs} were given for a {source}: model, which takes none",
-                            fix="drop --model-kwargs (it serves timm: and file: models)")
-    if source == "timm":
-        model = loader(name, weights=weights, **model_kwargs)
-    elif source == "robustbench":
-        model = loader(name, dataset=dataset, threat_model=threat_model, model_dir=model_dir)
-    elif source == "zoo":
-        base, _, ep = name.partition("@")
-        if ep and not ep.isdigit():
-            raise RobcurveError(f"bad epoch {ep!r} in {full!r}", fix="write zoo:<name>@<epoch number>")
-        model = loader(base, epoch=int(ep) if ep else None)
-    elif source == "file":
-        model = loader(name, arch=arch, model_kwargs=model_kwargs)
-    else:
-        model = loader(name)
+                            fix=f"drop --model-kwargs (it serves {takes} models)")
+    model = loader(name, weights=weights, dataset=dataset, threat_model=threat_model, model_dir=model_dir, arch=arch,
+                   model_kwargs=model_kwargs)
     if spec != full:
         model.info.extra["alias"] = spec
     set_normalisation(model, source, mean, std)

@@ -140,3 +140,10 @@ def load_timm(name: str, weights: str | None = None, num_classes: int | None = N
                      weights_sha256=sha256_file(source) if sd is not None else None,
                      extra={"kwargs": create_kw} if create_kw else {})
     return RobcurveModel(net, mean, std, info=info)
+
+
+def timm_source(name: str, weights: str | None = None, model_kwargs: dict[str, Any] | None = None, **_: Any
+                ) -> RobcurveModel:
+    """The ``timm:`` model source as :func:`robcurve.load_model` calls every source: ``model_kwargs`` go to
+    ``timm.create_model``."""
+    return load_timm(name, weights=weights, **(model_kwargs or {}))

@@ -27,6 +27,7 @@ import torch
 from tqdm.auto import tqdm
 
 import robcurve
+from robcurve.cpu import allowed_cpus, wait_policy_note
 from robcurve.data.base import SampleSet, load_dataset
 from robcurve.errors import RobcurveError
 from robcurve.models import load_model, resolve_spec
@@ -79,26 +80,6 @@ def _device(name: str) -> torch.device:
     if device.type not in ("cpu", "cuda", "mps"):
         raise RobcurveError(f"unsupported device {name!r}", fix="use cpu, cuda, cuda:N or mps")
     return device
-
-
-def allowed_cpus() -> tuple[int, str]:
-    """How many CPUs this process may use, and what says so (the smallest of the limits found)."""
-    limits: list[tuple[int, str]] = []
-    try:
-        limits.append((len(os.sched_getaffinity(0)), "CPU affinity"))
-    except (AttributeError, OSError):
-        limits.append((os.cpu_count() or 1, "os.cpu_count()"))
-    try:
-        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
-        if quota != "max":
-            limits.append((max(1, int(int(quota) // int(period))), "cgroup CPU quota"))
-    except (OSError, ValueError):
-        pass
-    for var in ("SLURM_CPUS_PER_TASK", "OMP_NUM_THREADS"):
-        v = os.environ.get(var, "")
-        if v.isdigit() and int(v) > 0:
-            limits.append((int(v), var))
-    return min(limits)
 
 
 def set_threads(cfg: RunConfig, ranks: int = 1, verbose: bool = False) -> int:
@@ -171,7 +152,8 @@ def check_classes_and_chance(model: RobcurveModel, data: SampleSet, cfg: RunConf
     norm = model.info.extra.get("normalisation", {})
     if verbose:  # printed once loading and the checks have passed (an error stays the only line)
         print(f"robcurve: normalisation mean {norm.get('mean')} std {norm.get('std')} ({norm.get('from', '?')}); "
-              f"input {list(model.info.input_size)}; {torch.get_num_threads()} torch thread(s)", file=sys.stderr)
+              f"input {list(model.info.input_size)}; {torch.get_num_threads()} torch thread(s)"
+              + (f"; {wait_policy_note()}" if wait_policy_note() else ""), file=sys.stderr)
     if acc <= 1.0 / k:
         print(f"robcurve: warning: clean accuracy on the first {len(x)} images is {100 * acc:.1f}%, at or below chance "
               f"({100 / k:.1f}%): check the normalisation (--mean/--std; now {norm.get('mean')}/{norm.get('std')} from "
@@ -209,7 +191,7 @@ def _nothing_kept(out: Path) -> bool:
 
 
 def run(cfg: RunConfig, *, fresh: bool = False, progress: bool | None = None, verbose: bool = True,
-        summarize: bool = True) -> RunResult:
+        summarize: bool = True, plots: bool = True) -> RunResult:
     """Run (or resume) the measurements of ``cfg``; return where the results are.
 
     Under a torch.distributed launcher (``torchrun``) the batches are split across ranks
@@ -257,7 +239,7 @@ def run(cfg: RunConfig, *, fresh: bool = False, progress: bool | None = None, ve
                     shard.merge(out, dist.world, store_path)
                     store = Store(store_path)
                     try:
-                        summary = write_outputs(store, out) if summarize else {}
+                        summary = write_outputs(store, out, plots_on=plots) if summarize else {}
                     finally:
                         store.close()
             shard.barrier(dist)
@@ -266,7 +248,7 @@ def run(cfg: RunConfig, *, fresh: bool = False, progress: bool | None = None, ve
                 store = Store(store_path)
                 try:
                     res = _measure(store, out, cfg, model, data, device, progress, t0)
-                    summary = write_outputs(store, out) if summarize else {}
+                    summary = write_outputs(store, out, plots_on=plots) if summarize else {}
                 finally:
                     store.close()
     except BaseException:

@@ -335,8 +335,11 @@ def missing_rows(store: Store | RowSource) -> str | None:
     return f"{len(gaps)} measurement(s) incomplete ({', '.join(gaps)} samples stored)" if gaps else None
 
 
-def write_outputs(store: Store, out: Path, partial: bool = False) -> dict[str, Any]:
+def write_outputs(store: Store, out: Path, partial: bool = False, plots_on: bool = True) -> dict[str, Any]:
     """Write entry.json, summary.md/.csv/.json, samples.csv and the plots; return the summary.
+
+    ``plots_on=False`` (``--no-plots``) skips the figures (about 3 s of a summary: matplotlib and drawing);
+    summary.md then says so, and every other output is the same.
 
     An incomplete run (rows missing) is refused unless ``partial``: then the summary says so
     on its first line and no ``entry.json`` is written (an incomplete run cannot be submitted).
@@ -350,9 +353,9 @@ def write_outputs(store: Store, out: Path, partial: bool = False) -> dict[str, A
     out = Path(out)
     e = entry(s)
     rows_df = rows_dataframe(s["rows"])
-    made = plots(s, out)
+    made = plots(s, out) if plots_on else []
     warn = f"**INCOMPLETE RUN: {missing}; not submittable.**\n\n" if missing else ""
-    md = f"{warn}{header(s)}\n\n{table(s['rows'])}\n\nPlots: {', '.join(made)}\n"
+    md = f"{warn}{header(s)}\n\n{table(s['rows'])}\n\nPlots: {', '.join(made) if plots_on else 'not drawn (--no-plots)'}\n"
     atomic_write_text(out / "summary.md", md)
     atomic_write_text(out / "summary.csv", rows_df.to_csv(index=False))
     atomic_write_text(out / "summary.json", dumps(e["robcurve"]["metrics"]))
@@ -365,7 +368,7 @@ def write_outputs(store: Store, out: Path, partial: bool = False) -> dict[str, A
     return s
 
 
-def summarize(run_dir: str | Path, partial: bool = False) -> dict[str, Any]:
+def summarize(run_dir: str | Path, partial: bool = False, plots_on: bool = True) -> dict[str, Any]:
     """Rebuild every output of a run folder from its store (no model is loaded)."""
     run_dir = Path(run_dir)
     db = run_dir / "results.sqlite"
@@ -373,6 +376,6 @@ def summarize(run_dir: str | Path, partial: bool = False) -> dict[str, Any]:
         raise RobcurveError(f"no result store in {run_dir}", where=str(db), fix="pass a run folder written by robcurve bench")
     store = Store(db)
     try:
-        return write_outputs(store, run_dir, partial=partial)
+        return write_outputs(store, run_dir, partial=partial, plots_on=plots_on)
     finally:
         store.close()

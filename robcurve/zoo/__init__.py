@@ -12,6 +12,7 @@ import json
 import sys
 import types
 from pathlib import Path
+from typing import Any
 
 from robcurve.data.fashion_mnist import MEAN, STD  # noqa: F401  (the zoo's input normalisation)
 from robcurve.errors import RobcurveError
@@ -53,6 +54,14 @@ def weight_file(c: dict, epoch: int | None) -> tuple[Path, str]:
                                              for n in with_series) or "none"))
     raise RobcurveError(f"zoo model {c['name']!r} has no checkpoint of epoch {epoch}",
                         fix=f"choose one of epochs {', '.join(str(e) for e in epochs)} (zoo:{c['name']}@<epoch>)")
+
+
+def zoo_source(name: str, **_: Any):
+    """The ``zoo:`` model source as :func:`robcurve.load_model` calls every source: ``name`` or ``name@epoch``."""
+    base, _, ep = name.partition("@")
+    if ep and not ep.isdigit():
+        raise RobcurveError(f"bad epoch {ep!r} in 'zoo:{name}'", fix="write zoo:<name>@<epoch number>")
+    return load_zoo(base, epoch=int(ep) if ep else None)
 
 
 def load_zoo(name: str, epoch: int | None = None, verify: bool = True, **_):
