@@ -2,9 +2,9 @@
 
 ``choose_wait_policy`` runs before torch is imported (first thing in the ``robcurve`` command):
 when other processes already keep a CPU busy, torch's OpenMP threads spinning in their
-barriers fight them (measured with ``benchmarks/pipeline.py --busy --hog torch``, zoo ResNet at
-n = 16: 3.5× slower next to another torch job with the active default, 2.15× with
-``OMP_WAIT_POLICY=PASSIVE``; on a quiet machine PASSIVE costs 13–34%). So robcurve sets PASSIVE
+barriers fight them (measured with ``benchmarks/pipeline.py --busy --hog torch``, leaderboard config,
+n = 8: next to another torch job the active default ran 2.9–3.7× slower than quiet, PASSIVE 1.3–1.5×
+its own quiet time; on a quiet machine PASSIVE costs 32–39%). So robcurve sets PASSIVE
 only when the machine is busy at start, and never overrides a value the user set. The wait
 policy changes no number (same threads, same reductions), only how idle threads wait.
 """

@@ -219,8 +219,12 @@ def test_toy_measurement_registered_once_appears_everywhere(tmp_path, capsys):
         s = ctx.cfg.section("toy").scale
         return [{"v": float(s * x[i].mean())} for i in range(len(y))]
 
+    def plot_toy(summary, out):  # the measurement's own figure, listed in summary.md
+        (out / "toy.png").write_bytes(b"toy " + str(len(summary["frames"]["toy"])).encode())
+        return ["toy.png"]
+
     register_measurement(Measurement("toy", run_toy, "toy: scaled mean pixel", order=95, config="toy",
-                                     config_model=ToyCfg))
+                                     config_model=ToyCfg, plot=plot_toy, recheck="sample"))
     metric("toy_mean", "toy", "mean of the scaled mean pixel", "a.u.", "higher", "mean",
            lambda i: {"": (i.col("toy", "v"),)})
     try:
@@ -243,6 +247,10 @@ def test_toy_measurement_registered_once_appears_everywhere(tmp_path, capsys):
         e = json.loads((out / "entry.json").read_text())
         assert metric_value(e["robcurve"]["metrics"], "toy_mean") == pytest.approx(expect, rel=1e-5)
         assert e["robcurve"]["config"]["options"]["toy"]["scale"] == 3
+        assert (out / "toy.png").read_bytes() == b"toy 4" and "toy.png" in (out / "summary.md").read_text()
+        from robcurve.leaderboard.submit import _per_sample
+
+        assert _per_sample("toy", run.config) and not _per_sample("pgd", run.config)  # submit's re-check rule
     finally:
         MEASUREMENTS._items.pop("toy", None)
         METRICS._items.pop("toy_mean", None)

@@ -58,15 +58,15 @@ RTOL, ATOL = 1e-3, 1e-4
 # tolerance in degrees beside the relative one.
 ANGLE_ATOL = 0.05
 NOT_COMPARED = {"plot", "queries"}  # drawing data and cost bookkeeping (a query count depends on the batch)
-PER_SAMPLE = {"clean", "deepfool", "corruptions"}
-DIRECTION_USERS = {"trajectory", "travel"}
 DETERMINISTIC_DIRECTIONS = {"fgsm", "deepfool"}
 
 
 def _per_sample(m: str, cfg: Any) -> bool:
-    if m in PER_SAMPLE:
-        return True
-    return m in DIRECTION_USERS and cfg.direction.kind in DETERMINISTIC_DIRECTIONS
+    """Re-measure ``m`` on the chosen samples alone (else on their whole batch): the measurement's ``recheck``."""
+    from robcurve.run.measures import MEASUREMENTS
+
+    rule = MEASUREMENTS.get(m).recheck
+    return rule == "sample" or (rule == "direction" and cfg.direction.kind in DETERMINISTIC_DIRECTIONS)
 
 
 def _close(a: Any, b: Any, rtol: float, atol: float, path: str, out: list[str]) -> int:

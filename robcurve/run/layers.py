@@ -265,7 +265,8 @@ def plot_layers(frames: Mapping[str, pd.DataFrame], cfg: Any, out_dir: str | Pat
 
 # -- registration: the measurement (a lazy entry of robcurve.run.measures) and its metrics ------------------
 MEASUREMENT = Measurement("layers", run_layers, "layer profile: curvature at every block output (attention and MLP "
-                          "branch separately)", 15, "layers", LayersCfg)
+                          "branch separately)", 15, "layers", LayersCfg,
+                          plot=lambda s, out: plot_layers(s["frames"], s["cfg"], out))
 
 metric("layer_curvedness_median", "layers", "median curvedness 1 - R^2 at each layer (block, branch, "
        "features, logits)", "1 - R^2", "none", "median", lambda i: sel_layer(i, "curvedness"),

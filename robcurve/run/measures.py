@@ -80,7 +80,11 @@ class Measurement:
     config: str | None = None  # name of its RunConfig section (built-in) or of the plugin section
     config_model: type[BaseModel] | None = None  # pydantic model of a plugin's section
     attack: bool = False  # may be named by --attack
-    plots: bool = False
+    #: the measurement's figures: ``plot(summary, out_dir) -> [file names]`` (drawn after the built-in figures)
+    plot: Callable[[dict, Any], list[str]] | None = field(default=None, repr=False)
+    #: how ``submit`` re-measures it: "sample" (a row depends on its sample only: chosen samples), "direction"
+    #: (per sample when the direction rule is deterministic, else the whole batch), "batch" (the whole batch)
+    recheck: str = "batch"
 
 
 MEASUREMENTS: Registry[Measurement] = Registry("measurement")
@@ -94,10 +98,11 @@ def register_measurement(m: Measurement, replace: bool = False) -> Measurement:
     return m
 
 
-def measurement(name: str, description: str, order: int, config: str | None = None, attack: bool = False):
+def measurement(name: str, description: str, order: int, config: str | None = None, attack: bool = False,
+                recheck: str = "batch"):
     """Decorator form of :func:`register_measurement` for the built-in measurements."""
     def deco(fn: RunFn) -> RunFn:
-        register_measurement(Measurement(name, fn, description, order, config, None, attack))
+        register_measurement(Measurement(name, fn, description, order, config, None, attack, recheck=recheck))
         return fn
 
     return deco
@@ -187,14 +192,15 @@ def _projection(z: Tensor) -> tuple[list[list[float]], list[float]]:
 
 
 # -- the built-in measurements --------------------------------------------------------------------
-@measurement("clean", "clean predictions: confidence, NLL, Brier, probabilities", 0)
+@measurement("clean", "clean predictions: confidence, NLL, Brier, probabilities", 0, recheck="sample")
 def m_clean(ctx: Context, start: int, x: Tensor, y: Tensor, split_idx: Tensor) -> list[dict]:
     logits = batched_logits(ctx.model, x)
     ctx.cache["clean_logits"] = logits.detach()
     return prob_fields(logits, y.cpu())
 
 
-@measurement("trajectory", "representation trajectory along d: curvature with its scale ladder", 10, "trajectory")
+@measurement("trajectory", "representation trajectory along d: curvature with its scale ladder", 10, "trajectory",
+             recheck="direction")
 def m_trajectory(ctx: Context, start: int, x: Tensor, y: Tensor, split_idx: Tensor) -> list[dict]:
     from robcurve.geometry import curvature, trajectory
 
@@ -212,7 +218,7 @@ def m_trajectory(ctx: Context, start: int, x: Tensor, y: Tensor, split_idx: Tens
     return rows
 
 
-@measurement("travel", "travel distance along d to the first label flip", 20, "travel")
+@measurement("travel", "travel distance along d to the first label flip", 20, "travel", recheck="direction")
 def m_travel(ctx: Context, start: int, x: Tensor, y: Tensor, split_idx: Tensor) -> list[dict]:
     from robcurve.geometry import travel_distance
 
@@ -243,7 +249,7 @@ def m_pgd_distance(ctx: Context, start: int, x: Tensor, y: Tensor, split_idx: Te
             for i in range(len(y))]
 
 
-@measurement("deepfool", "DeepFool minimal adversarial distance", 50, "deepfool", attack=True)
+@measurement("deepfool", "DeepFool minimal adversarial distance", 50, "deepfool", attack=True, recheck="sample")
 def m_deepfool(ctx: Context, start: int, x: Tensor, y: Tensor, split_idx: Tensor) -> list[dict]:
     from robcurve.attacks import run_attack
 
@@ -268,7 +274,7 @@ def m_jumpout(ctx: Context, start: int, x: Tensor, y: Tensor, split_idx: Tensor)
     return records(res.to_dataframe())
 
 
-@measurement("corruptions", "calibration under each corruption and severity", 70, "calibration")
+@measurement("corruptions", "calibration under each corruption and severity", 70, "calibration", recheck="sample")
 def m_corruptions(ctx: Context, start: int, x: Tensor, y: Tensor, split_idx: Tensor) -> list[dict]:
     from robcurve.data.corruptions import corrupt
 

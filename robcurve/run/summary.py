@@ -301,10 +301,12 @@ def plots(s: dict[str, Any], out: Path) -> list[str]:
         fig.tight_layout()
         _save(fig, out / "jumpout.png")
         made.append("jumpout.png")
-    if "layers" in fr:
-        from robcurve.run.layers import plot_layers
+    from robcurve.run.measures import MEASUREMENTS, ordered
 
-        made += plot_layers(fr, cfg, out)
+    for m in ordered([k for k in fr if k in MEASUREMENTS]):  # the measurements' own figures (e.g. layers)
+        hook = MEASUREMENTS.get(m).plot
+        if hook is not None:
+            made += hook(s, out)
     clean = fr["clean"]
     res = {"clean": calibration(np.stack([np.asarray(p, float) for p in clean["probs"]]), clean["label"].to_numpy(),
                                 n_bins=cfg.calibration.n_bins, probs=True)}
