@@ -325,6 +325,12 @@ def public_meta(meta: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def shipped_rows(store: Any) -> tuple[list[tuple[int, int, str, int, dict]], dict[str, Any]]:
+    """A store's per-sample rows and the meta that ships with them (:func:`public_meta`): a samples file's content."""
+    meta = {k: store.get_meta(k) for k in ("config", "config_digest", "model", "dataset", "compute_s", "code_version")}
+    return store.rows(), public_meta(meta)
+
+
 def submit(run_dir: str | Path, root: str | Path = DEFAULT_ROOT, *, entry_id: str | None = None,
            name: str | None = None, authors: str = "", venue: str = "", link: str = "", paper: str = "",
            footnote: str | None = None, verify_n: int = 8, seed: int | None = None, rtol: float = RTOL,
@@ -361,11 +367,9 @@ def submit(run_dir: str | Path, root: str | Path = DEFAULT_ROOT, *, entry_id: st
             raise RobcurveError(f"the run is not finished: {missing}", where=str(run_dir),
                                 fix="rerun the same robcurve bench command to complete it")
         s = build(store)
-        rows = store.rows()
-        meta = {k: store.get_meta(k) for k in ("config", "config_digest", "model", "dataset", "compute_s", "code_version")}
+        rows, meta = shipped_rows(store)
     finally:
         store.close()
-    meta = public_meta(meta)
     cfg: RunConfig = s["cfg"]
     if meta["config_digest"] != cfg.digest():
         raise RobcurveError("the stored config does not match its digest (edited store?)", where=str(db),

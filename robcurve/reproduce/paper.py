@@ -63,7 +63,7 @@ def series_specs(series: list[str] | None, quick: bool) -> list[str]:
 def export_run(run_dir: Path, path: Path) -> None:
     """A finished run's per-sample rows and public meta as a ``.samples.jsonl.gz`` (the leaderboard's format)."""
     from robcurve.leaderboard.io import write_samples
-    from robcurve.leaderboard.submit import public_meta
+    from robcurve.leaderboard.submit import shipped_rows
     from robcurve.run.store import Store
     from robcurve.run.summary import missing_rows
 
@@ -73,12 +73,11 @@ def export_run(run_dir: Path, path: Path) -> None:
         if missing:
             raise RobcurveError(f"the run {run_dir} is not finished: {missing}", where=str(run_dir),
                                 fix="rerun robcurve reproduce to complete it")
-        rows = store.rows()
-        meta = {k: store.get_meta(k) for k in ("config", "config_digest", "model", "dataset", "compute_s", "code_version")}
+        rows, meta = shipped_rows(store)
     finally:
         store.close()
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_samples(path, rows, public_meta(meta))
+    write_samples(path, rows, meta)
 
 
 def reproduce(*, board: str | Path = DEFAULT_BOARD, dataset: str = "fashion-mnist", threat: str = "Linf",

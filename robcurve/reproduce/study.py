@@ -156,29 +156,26 @@ def _col(df: pd.DataFrame | None, c: str, dtype: Any = float) -> np.ndarray:
     return pd.to_numeric(df[c], errors="coerce").to_numpy(float)
 
 
-def _within(fr: Mapping[str, pd.DataFrame]) -> dict[str, float]:
-    """Per-model within-model statistics (images as the unit, weights fixed) from the window/jump/ablation rows."""
-    from scipy.stats import spearmanr
+#: per-model statistics the board's entries already hold (verified against the same per-sample files): read there
+BOARD = {"w_rho_travel": "spearman_bw_curvedness_travel", "w_ratio_minus_null": "ajo_ratio_minus_null_median",
+         "w_attention_ratio": "ablation_attention_ratio_median", "w_gates_ratio": "ablation_gates_ratio_median"}
 
+
+def _within(fr: Mapping[str, pd.DataFrame]) -> dict[str, float]:
+    """Per-model within-model statistics the board's metrics do not give (images as the unit, weights fixed)."""
     out: dict[str, float] = {}
     w = fr.get("window")
     if w is not None:
-        c, ok = _col(w, "feat_side"), _col(w, "correct", bool)
-        t = np.where(_col(w, "censored", bool), np.inf, _col(w, "t"))
-        m = ok & np.isfinite(c)
-        out["n_window"] = int(m.sum())
-        out["rho_travel"] = float(spearmanr(c[m], t[m]).statistic) if m.sum() >= 3 else math.nan
+        c = _col(w, "feat_side")
         allm = np.isfinite(c)
         under = _col(w, "correct", bool).astype(float) - _col(w, "conf")
-        out["n_underconf"] = int(allm.sum())
-        out["rho_underconf"] = float(spearmanr(c[allm], under[allm]).statistic) if allm.sum() >= 3 else math.nan
         out["partial_underconf_margin"] = (A.partial_spearman(c[allm], under[allm], _col(w, "margin")[allm],
                                                               with_p=False)[0] if allm.sum() >= 4 else math.nan)
     j = fr.get("jumpout_adaptive")
     if j is not None:
         meas = _col(j, "measured", bool) & _col(j, "correct", bool)
         curved, jumped = _col(j, "curved", bool), _col(j, "jumped", bool)
-        ratio, null = _col(j, "ratio"), _col(j, "null_ratio")
+        ratio = _col(j, "ratio")
         cj = meas & curved & jumped
         st = meas & ~curved & jumped & np.isfinite(ratio)
         out["n_curved"] = int((meas & curved).sum())
@@ -186,19 +183,12 @@ def _within(fr: Mapping[str, pd.DataFrame]) -> dict[str, float]:
         out["n_not_jumped"] = int((meas & curved & ~jumped).sum())
         out["ratio_curved"] = float(np.median(ratio[cj & np.isfinite(ratio)])) if (cj & np.isfinite(ratio)).any() else math.nan
         out["ratio_straight"] = float(np.median(ratio[st])) if st.any() else math.nan
-        out["n_straight"] = int(st.sum())
-        both = cj & np.isfinite(ratio) & np.isfinite(null)
-        out["ratio_minus_null"] = float(np.median(ratio[both] - null[both])) if both.any() else math.nan
-        out["eta_median"] = float(np.median(_col(j, "eta")[cj])) if cj.any() else math.nan
     a = fr.get("ablation")
     if a is not None:
         meas = _col(a, "measured", bool) & _col(a, "correct", bool)
-        side = _col(a, "side")
-        for kind in ("attention", "gates"):
-            v = _col(a, f"{kind}_side")
-            m = meas & np.isfinite(v) & np.isfinite(side) & (side > 0)
-            out[f"{kind}_ratio"] = float(np.median(v[m] / side[m])) if m.any() else math.nan
-            out[f"{kind}_max_abs"] = float(np.max(np.abs(v[m]))) if m.any() else math.nan
+        v, side = _col(a, "gates_side"), _col(a, "side")
+        m = meas & np.isfinite(v) & np.isfinite(side) & (side > 0)  # the samples of the board's gates ratio
+        out["gates_max_abs"] = float(np.max(np.abs(v[m]))) if m.any() else math.nan
     return out
 
 
@@ -289,10 +279,10 @@ def analyse(st: Study) -> tuple[list[Row], dict[str, Any]]:
 
     df = st.df.reset_index(drop=True)
     W = {i: _within(st.frames[i]) for i in df["id"]}
-    for k in ("rho_travel", "partial_underconf_margin", "ratio_curved", "ratio_straight", "ratio_minus_null",
-              "attention_ratio", "gates_ratio", "attention_max_abs", "gates_max_abs", "n_curved", "n_jumped",
-              "n_not_jumped", "eta_median", "n_window"):
+    for k in sorted(set().union(*W.values())):
         df[f"w_{k}"] = [W[i].get(k, math.nan) for i in df["id"]]
+    for w_col, board_col in BOARD.items():
+        df[w_col] = pd.to_numeric(df[board_col], errors="coerce") if board_col in df else math.nan
     acc, acc_src = full_test_accuracy(df)
     df["acc_full"] = acc
     rows: list[Row] = []

@@ -151,9 +151,10 @@ def check_classes_and_chance(model: RobcurveModel, data: SampleSet, cfg: RunConf
     acc = float((logits.argmax(1).cpu() == data.labels[: len(x)]).float().mean())
     norm = model.info.extra.get("normalisation", {})
     if verbose:  # printed once loading and the checks have passed (an error stays the only line)
+        wait = wait_policy_note()
         print(f"robcurve: normalisation mean {norm.get('mean')} std {norm.get('std')} ({norm.get('from', '?')}); "
               f"input {list(model.info.input_size)}; {torch.get_num_threads()} torch thread(s)"
-              + (f"; {wait_policy_note()}" if wait_policy_note() else ""), file=sys.stderr)
+              + (f"; {wait}" if wait else ""), file=sys.stderr)
     if acc <= 1.0 / k:
         print(f"robcurve: warning: clean accuracy on the first {len(x)} images is {100 * acc:.1f}%, at or below chance "
               f"({100 / k:.1f}%): check the normalisation (--mean/--std; now {norm.get('mean')}/{norm.get('std')} from "

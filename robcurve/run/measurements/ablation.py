@@ -62,9 +62,9 @@ def run_ablation(ctx: Context, start: int, x: Tensor, y: Tensor, split_idx: Tens
     return rows
 
 
-MEASUREMENT = (Measurement(NAME, run_ablation, "curvature with attention maps (or ReLU/GELU gates) frozen at "
-                                 "eps = 0 on the boundary-relative windows: what causes the curvature", 27, NAME,
-                                 AblationCfg))
+MEASUREMENT = Measurement(NAME, run_ablation, "curvature with attention maps (or ReLU/GELU gates) frozen at "
+                          "eps = 0 on the boundary-relative windows: what causes the curvature", 27, NAME,
+                          AblationCfg)
 
 
 def _ratio(i: Inputs, kind: str, side: str) -> dict:

@@ -79,9 +79,9 @@ def run_adaptive(ctx: Context, start: int, x: Tensor, y: Tensor, split_idx: Tens
     return rows
 
 
-MEASUREMENT = (Measurement(NAME, run_adaptive, "adaptive jump-out: the smallest jump that straightens a curved "
-                                 "sample, its shortcut ratio, and null / straight-sample controls", 65, NAME,
-                                 AdaptiveJumpCfg))
+MEASUREMENT = Measurement(NAME, run_adaptive, "adaptive jump-out: the smallest jump that straightens a curved "
+                          "sample, its shortcut ratio, and null / straight-sample controls", 65, NAME,
+                          AdaptiveJumpCfg)
 
 
 def _sel(i: Inputs, col: str, group: str) -> np.ndarray:

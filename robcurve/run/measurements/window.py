@@ -111,9 +111,9 @@ def run_window(ctx: Context, start: int, x: Tensor, y: Tensor, split_idx: Tensor
             for i in range(len(y))]
 
 
-MEASUREMENT = (Measurement(NAME, run_window, "curvedness on windows scaled to each sample's travel distance "
-                                 "(the headline; misclassified samples in their predicted class's region)", 25, NAME,
-                                 WindowCfg))
+MEASUREMENT = Measurement(NAME, run_window, "curvedness on windows scaled to each sample's travel distance "
+                          "(the headline; misclassified samples in their predicted class's region)", 25, NAME,
+                          WindowCfg)
 
 
 # -- metrics ------------------------------------------------------------------------------------------
