@@ -50,10 +50,19 @@ def import_target(target: str) -> Any:
 class Registry(Generic[T]):
     """Name -> object map with lazy targets, metadata and close-name suggestions."""
 
-    def __init__(self, kind: str):
+    def __init__(self, kind: str, preload: Callable[[], None] | None = None):
         self.kind = kind
         self._items: dict[str, T | str] = {}
         self._meta: dict[str, dict[str, Any]] = {}
+        #: called once, before the registry is first read: registers the built-in entries that live in
+        #: modules which import this registry (the metrics of the measurement modules), so that reading
+        #: it never depends on what happened to be imported before
+        self._preload = preload
+
+    def _ensure(self) -> None:
+        if self._preload is not None:
+            fn, self._preload = self._preload, None  # cleared first: the modules it imports register here
+            fn()
 
     def _put(self, name: str, obj: T | str, meta: dict[str, Any], replace: bool) -> None:
         if not isinstance(name, str) or not name:
@@ -84,6 +93,7 @@ class Registry(Generic[T]):
         self._put(name, obj, meta, replace)
 
     def get(self, name: str) -> T:
+        self._ensure()
         if name not in self._items:
             raise RobcurveError(self.unknown_message(name), fix=f"choose one of: {', '.join(sorted(self._items))}")
         obj = self._items[name]
@@ -101,13 +111,16 @@ class Registry(Generic[T]):
         return self._meta.get(name, {})
 
     def names(self) -> list[str]:
+        self._ensure()
         return sorted(self._items)
 
     def names_in_order(self) -> list[str]:
         """Names in registration order (tables list metrics in the order they were registered)."""
+        self._ensure()
         return list(self._items)
 
     def __contains__(self, name: object) -> bool:
+        self._ensure()
         return name in self._items
 
     def __iter__(self) -> Iterator[str]:

@@ -28,7 +28,6 @@ stored rows and the config.
 
 from __future__ import annotations
 
-import io
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -251,15 +250,10 @@ def plot_layers(frames: Mapping[str, pd.DataFrame], cfg: Any, out_dir: str | Pat
     """Summary hook: write ``layers.png`` (drawn from the stored rows only); return the file names written."""
     if "layers" not in frames or not layer_index(frames["layers"]):
         return []
-    import matplotlib.pyplot as plt
-
-    from robcurve.run.store import atomic_write_bytes
+    from robcurve.run.store import save_png
 
     fig = draw_layers(frames["layers"], cfg)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, metadata={"Software": None})
-    plt.close(fig)
-    atomic_write_bytes(Path(out_dir) / "layers.png", buf.getvalue())
+    save_png(fig, Path(out_dir) / "layers.png")
     return ["layers.png"]
 
 

@@ -6,12 +6,15 @@ config section (a field of :class:`~robcurve.run.config.RunConfig`, or for a plu
 pydantic model that becomes a config section of that name), its position in a run, and
 whether ``--attack`` may name it. Config validation, the CLI's choices, the runner and
 ``robcurve metrics`` follow from this registry; the metrics that read a measurement's rows
-are registered in :mod:`robcurve.run.metrics`.
+are registered by the measurement's module with :func:`robcurve.run.metrics.metric`.
 
 Adding a measurement::
 
     from robcurve.run.measures import Measurement, register_measurement
     register_measurement(Measurement("toy", run=my_fn, description="...", order=95))
+
+The built-in ones are written the same way, one module each under ``robcurve/run/measurements/``
+(a plugin ships such a module; docs/plugins.md).
 """
 
 from __future__ import annotations
@@ -98,16 +101,6 @@ def register_measurement(m: Measurement, replace: bool = False) -> Measurement:
     return m
 
 
-def measurement(name: str, description: str, order: int, config: str | None = None, attack: bool = False,
-                recheck: str = "batch"):
-    """Decorator form of :func:`register_measurement` for the built-in measurements."""
-    def deco(fn: RunFn) -> RunFn:
-        register_measurement(Measurement(name, fn, description, order, config, None, attack, recheck=recheck))
-        return fn
-
-    return deco
-
-
 def ordered(names: set[str] | list[str]) -> list[str]:
     """Registered measurement names in run order."""
     ms = [MEASUREMENTS.get(n) for n in names]
@@ -179,125 +172,6 @@ def run_pgd(ctx: Context, start: int, x: Tensor, y: Tensor, eps: float) -> Any:
     return ctx.cache[key]
 
 
-# number of run positions whose trajectory projection is stored for the summary's plots
-PLOTTED_TRAJECTORIES = 6
-
-
-def _projection(z: Tensor) -> tuple[list[list[float]], list[float]]:
-    """A (T, D) path on its first two principal components, rounded for the store."""
-    from robcurve.plots import project_path
-
-    p, var = project_path(z)
-    return [[round(float(a), 6), round(float(b), 6)] for a, b in p.tolist()], [round(float(v), 6) for v in var]
-
-
-# -- the built-in measurements --------------------------------------------------------------------
-@measurement("clean", "clean predictions: confidence, NLL, Brier, probabilities", 0, recheck="sample")
-def m_clean(ctx: Context, start: int, x: Tensor, y: Tensor, split_idx: Tensor) -> list[dict]:
-    logits = batched_logits(ctx.model, x)
-    ctx.cache["clean_logits"] = logits.detach()
-    return prob_fields(logits, y.cpu())
-
-
-@measurement("trajectory", "representation trajectory along d: curvature with its scale ladder", 10, "trajectory",
-             recheck="direction")
-def m_trajectory(ctx: Context, start: int, x: Tensor, y: Tensor, split_idx: Tensor) -> list[dict]:
-    from robcurve.geometry import curvature, trajectory
-
-    t = ctx.cfg.trajectory
-    d = direction(ctx, start, x, y)
-    traj = trajectory(ctx.model, x, d, T=t.T, E=t.E, clamp=ctx.cfg.direction.clamp, y=y, chunk_size=t.chunk_size)
-    cur = curvature(traj, region=t.region, ladder=tuple(t.ladder))
-    ctx.cache[f"curvature:{start}"] = cur  # the jump-out's "before" side (same grid and settings): shared
-    rows = records(cur.to_dataframe())
-    for i, r in enumerate(rows):  # the few trajectories drawn by the summary, projected to their plane
-        if start + i < PLOTTED_TRAJECTORIES:
-            pts, var = _projection(traj.features[i])
-            r["plot"] = {"points": pts, "var": var, "eps": [round(float(e), 8) for e in traj.eps.tolist()],
-                         "other": (traj.preds[i] != traj.clean_pred[i]).tolist()}
-    return rows
-
-
-@measurement("travel", "travel distance along d to the first label flip", 20, "travel", recheck="direction")
-def m_travel(ctx: Context, start: int, x: Tensor, y: Tensor, split_idx: Tensor) -> list[dict]:
-    from robcurve.geometry import travel_distance
-
-    t = ctx.cfg.travel
-    d = direction(ctx, start, x, y)
-    res = travel_distance(ctx.model, x, y, d, h=t.h, tol=t.tol, eps_max=t.eps_max, clamp=ctx.cfg.direction.clamp)
-    ctx.cache[f"travel:{start}"] = res  # shared with the boundary-relative window (same inputs, same search)
-    return records(res.to_dataframe())
-
-
-@measurement("pgd", "PGD robust accuracy and calibration on the PGD examples at the budget", 30, "pgd", attack=True)
-def m_pgd(ctx: Context, start: int, x: Tensor, y: Tensor, split_idx: Tensor) -> list[dict]:
-    res = run_pgd(ctx, start, x, y, ctx.cfg.pgd_eps())
-    rows = attack_rows(res, y)
-    for r, q in zip(rows, prob_fields(batched_logits(ctx.model, res.x_adv), y.cpu()), strict=True):
-        r.update({"adv_" + k: v for k, v in q.items()})
-    return rows
-
-
-@measurement("pgd_distance", "smallest successful PGD budget per sample (bisection)", 40, "pgd_distance")
-def m_pgd_distance(ctx: Context, start: int, x: Tensor, y: Tensor, split_idx: Tensor) -> list[dict]:
-    from robcurve.attacks import pgd_distance
-
-    p, pd_ = ctx.cfg.pgd, ctx.cfg.pgd_distance
-    res = pgd_distance(ctx.model, x, y, norm=p.norm, hi=pd_.hi, bisection_steps=pd_.bisection_steps, steps=pd_.steps,
-                       seed=ctx.batch_seed(start), loss=pd_.loss, **ctx.attack_kwargs(x))
-    return [{"budget": float(res.budget[i]), "censored": bool(res.censored[i]), "clean_correct": bool(res.clean_correct[i])}
-            for i in range(len(y))]
-
-
-@measurement("deepfool", "DeepFool minimal adversarial distance", 50, "deepfool", attack=True, recheck="sample")
-def m_deepfool(ctx: Context, start: int, x: Tensor, y: Tensor, split_idx: Tensor) -> list[dict]:
-    from robcurve.attacks import run_attack
-
-    c = ctx.cfg.deepfool
-    res = run_attack("deepfool", ctx.model, x, y, backend=ctx.cfg.attack_backend, norm=c.norm, steps=c.steps,
-                     overshoot=c.overshoot, candidates=c.candidates,
-                     **ctx.attack_kwargs(x, clean=False))  # DeepFool's clean forward is its first step's
-    return attack_rows(res, y)
-
-
-@measurement("jumpout", "jump-out: curvature and travel distance before and after a small jump", 60, "jumpout",
-             attack=True)
-def m_jumpout(ctx: Context, start: int, x: Tensor, y: Tensor, split_idx: Tensor) -> list[dict]:
-    from robcurve.geometry import jump_out
-
-    j, t, tr = ctx.cfg.jumpout, ctx.cfg.trajectory, ctx.cfg.travel
-    res = jump_out(ctx.model, x, y, eta=j.eta, jump=j.jump, direction=ctx.cfg.direction.kind,
-                   keep_direction=j.keep_direction, seed=ctx.batch_seed(start), T=t.T, E=t.E, region=t.region,
-                   ladder=tuple(t.ladder), h=tr.h, tol=tr.tol, eps_max=tr.eps_max, chunk_size=t.chunk_size,
-                   clamp=ctx.cfg.direction.clamp, direction_options=ctx.cfg.direction_options(),
-                   d=direction(ctx, start, x, y), curvature_before=ctx.cache.get(f"curvature:{start}"))
-    return records(res.to_dataframe())
-
-
-@measurement("corruptions", "calibration under each corruption and severity", 70, "calibration", recheck="sample")
-def m_corruptions(ctx: Context, start: int, x: Tensor, y: Tensor, split_idx: Tensor) -> list[dict]:
-    from robcurve.data.corruptions import corrupt
-
-    c = ctx.cfg.calibration
-    rows: list[dict] = [{} for _ in range(len(y))]
-    for name in c.corruptions:
-        for sev in c.severities:
-            xc = corrupt(x.cpu(), name, sev, seed=ctx.cfg.seed, sample_seeds=split_idx.cpu()).to(x.device)
-            for r, q in zip(rows, prob_fields(batched_logits(ctx.model, xc), y.cpu()), strict=True):
-                r[f"{name}:{sev}"] = q
-    return rows
-
-
-@measurement("adv_calibration", "calibration on PGD examples at each budget of pgd.budgets", 80, "pgd")
-def m_adv_calibration(ctx: Context, start: int, x: Tensor, y: Tensor, split_idx: Tensor) -> list[dict]:
-    rows: list[dict] = [{} for _ in range(len(y))]
-    for b in ctx.cfg.pgd.budgets:
-        res = run_pgd(ctx, start, x, y, b)
-        for r, q in zip(rows, prob_fields(batched_logits(ctx.model, res.x_adv), y.cpu()), strict=True):
-            r[f"{b:g}"] = q
-    return rows
-
-
 def describe() -> list[tuple[str, str, str, str]]:
     """(name, config section, --attack?, description) of every registered measurement, in run order."""
     out = []
@@ -307,12 +181,13 @@ def describe() -> list[tuple[str, str, str, str]]:
     return out
 
 
-# -- measurements in their own modules (one module per measurement) ---------------------------------
-#: Each module defines ``MEASUREMENT`` (run function, config section, order) and registers its metrics
-#: when imported. The registry holds them as lazy ``"module:object"`` entries (like the attacks) into
-#: robcurve.run.builtins, which imports them all in one order on first use: this module never imports
-#: them, so there is no import circle (they import this module).
-BUILTIN_MODULES = ("layers", "window", "ablation", "jumpout_adaptive")
+# -- the built-in measurements: one module each (robcurve/run/measurements/, robcurve/run/layers.py) ---
+#: Each module defines ``MEASUREMENT`` (run function, config section, order, figure, re-check rule) and
+#: registers its metrics when imported. The registry holds them as lazy ``"module:object"`` entries (like
+#: the attacks) into robcurve.run.builtins, which imports them all in one order on first use: this module
+#: never imports them, so there is no import circle (they import this module).
+BUILTIN_MODULES = ("clean", "trajectory", "travel", "pgd", "pgd_distance", "deepfool", "jumpout", "corruptions",
+                   "adv_calibration", "layers", "window", "ablation", "jumpout_adaptive")
 for _name in BUILTIN_MODULES:
     MEASUREMENTS.add(_name, f"robcurve.run.builtins:{_name}.MEASUREMENT")
 

@@ -1,4 +1,5 @@
-"""The metric registry: every number robcurve reports is registered here, once.
+"""The metric registry: every number robcurve reports is registered here, once (by the module of the
+measurement it reads: robcurve/run/measurements/).
 
 A :class:`Metric` has a name, the measurement whose per-sample rows it reads, a description,
 a unit, a direction (``higher`` / ``lower`` is better, or ``none``), an aggregator (how the
@@ -16,6 +17,7 @@ Adding a metric::
 
 from __future__ import annotations
 
+import importlib
 import math
 import re
 from collections.abc import Callable, Mapping
@@ -333,7 +335,12 @@ class Metric:
         return out
 
 
-METRICS: Registry[Metric] = Registry("metric")
+def _builtin_metrics() -> None:
+    """Import the built-in measurement modules, which register their metrics (in one fixed order)."""
+    importlib.import_module("robcurve.run.builtins")  # deferred: they import this module (and torch)
+
+
+METRICS: Registry[Metric] = Registry("metric", preload=_builtin_metrics)
 
 
 def metric(name: str, measurement: str, description: str, unit: str, direction: Direction, aggregate: str,
@@ -352,172 +359,10 @@ def one(*arrays: np.ndarray) -> dict[str, tuple[np.ndarray, ...]]:
     return {"": arrays}
 
 
-# -- built-in metrics (METHOD.md §6) -------------------------------------------------------------
-metric("clean_acc", "clean", "clean accuracy", "fraction", "higher", "share",
-       lambda i: one(i.correct), leaderboard=True)
-metric("ece", "clean", "expected calibration error, clean (plug-in, K equal-width bins)", "fraction", "lower", "ece",
-       lambda i: one(i.conf, i.correct), leaderboard=True)
-metric("ece_perfect", "clean", "ECE a perfectly calibrated model with these confidences would show", "fraction",
-       "none", "ece_perfect", lambda i: one(i.conf, i.correct))
-metric("ece_p_perfect", "clean", "p-value of the ECE against perfect calibration", "p", "none", "ece_p_perfect",
-       lambda i: one(i.conf, i.correct))
-metric("rmsce_debiased", "clean", "debiased RMS calibration error (Kumar et al. 2019), signed root", "fraction",
-       "lower", "rmsce_debiased", lambda i: one(i.conf, i.correct), leaderboard=True)
-metric("sece", "clean", "signed ECE, clean (positive = underconfident)", "fraction", "none", "sece",
-       lambda i: one(i.conf, i.correct), leaderboard=True)
-metric("mce", "clean", "maximum calibration error, clean", "fraction", "lower", "mce",
-       lambda i: one(i.conf, i.correct))
-metric("nll", "clean", "negative log-likelihood, clean", "nats", "lower", "mean",
-       lambda i: one(i.col("clean", "nll")))
-metric("brier", "clean", "Brier score (multi-class), clean", "", "lower", "mean",
-       lambda i: one(i.col("clean", "brier")))
-
-
-def _curv(i: Inputs, space: str = "feat") -> dict[str, tuple[np.ndarray, ...]]:
-    return {i.scale_condition: (i.curvedness(space)[i.curv_ok],)}
-
-
-metric("curvedness_median", "trajectory", "median headline curvedness 1 - R^2 of the penultimate response", "1 - R^2",
-       "none", "median", _curv, condition="scale", leaderboard=True)
-metric("curvedness_mean", "trajectory", "mean headline curvedness 1 - R^2 of the penultimate response", "1 - R^2",
-       "none", "mean", _curv, condition="scale")
-metric("curved_share", "trajectory", "share of samples whose curvedness exceeds the threshold", "fraction", "none",
-       "share", lambda i: {f"{i.scale_condition} >{i.cfg.trajectory.curved_threshold:g}":
-                           (i.curvedness()[i.curv_ok] > i.cfg.trajectory.curved_threshold,)},
-       condition="scale and threshold", leaderboard=True)
-metric("logit_curvedness_median", "trajectory", "median curvedness 1 - R^2 of the logits", "1 - R^2", "none", "median",
-       lambda i: _curv(i, "logit"), condition="scale")
-metric("total_turning_mean", "trajectory", "mean total turning of the penultimate path", "deg per unit eps", "none",
-       "mean", lambda i: {i.scale_condition: (i.col("trajectory", "feat_total_turning")[i.curv_ok],)}, condition="scale")
-metric("straightness_median", "trajectory", "median straightness over [-E, E] (1 = straight)", "fraction", "none",
-       "median", lambda i: {i.scale_condition: (i.col("trajectory", f"feat_straightness_E{i.curv_col()[1]}")[i.curv_ok],)},
-       condition="scale")
-
-
-def _ladder(i: Inputs, space: str) -> dict[str, tuple[np.ndarray, ...]]:
-    out = {}
-    for c, h in Inputs.pattern_cols(i.frame("trajectory"), rf"{space}_angle_h(.+)"):
-        v = i.col("trajectory", c)[i.curv_ok]
-        if np.isfinite(v).any():
-            out[f"h={h}"] = (v,)
-    return out
-
-
-metric("angle_mean", "trajectory", "mean penultimate turning angle at grid step h", "deg", "none", "mean",
-       lambda i: _ladder(i, "feat"), condition="ladder step")
-metric("logit_angle_mean", "trajectory", "mean logit turning angle at grid step h", "deg", "none", "mean",
-       lambda i: _ladder(i, "logit"), condition="ladder step")
-metric("unresolved", "trajectory", "correct samples whose in-class region has < 5 grid points", "count", "none",
-       "count", lambda i: one(i.col("trajectory", "unresolved", bool)[i.col("trajectory", "correct", bool)]))
-metric("travel_median", "travel", "median travel distance along d to the first label flip", "Linf eps", "higher",
-       "median", lambda i: one(i.travel("eps")[i.travel_ok]), leaderboard=True)
-metric("travel_median_l2", "travel", "median travel distance, L2 norm of eps d", "L2", "higher", "median_only",
-       lambda i: one(i.travel("l2")[i.travel_ok]))
-metric("travel_censored", "travel", "correct samples not flipped by travel.eps_max", "count", "none", "count",
-       lambda i: one(i.col("travel", "censored", bool)[i.travel_ok]))
-
-
-def _spear_travel(i: Inputs) -> dict[str, tuple[np.ndarray, ...]]:
-    tr = i.frame("trajectory")
-    tv = i.frame("travel").reindex(tr.index)
-    ok = i.curv_ok & tv["correct"].fillna(False).to_numpy(bool)
-    eps = np.where(tv["censored"].fillna(False).to_numpy(bool), np.inf, pd.to_numeric(tv["eps"], errors="coerce"))
-    return {i.scale_condition: (i.curvedness()[ok], eps[ok])}
-
-
-metric("spearman_curvedness_travel", "trajectory", "Spearman(curvedness, travel distance) within the model", "rho",
-       "none", "spearman", _spear_travel, requires=("travel",), condition="scale", leaderboard=True)
-
-
-def _spear_conf(i: Inputs) -> dict[str, tuple[np.ndarray, ...]]:
-    conf = i.frame("clean")["conf"].reindex(i.frame("trajectory").index).to_numpy(float)
-    return {i.scale_condition: (i.curvedness()[i.curv_ok], conf[i.curv_ok])}
-
-
-metric("spearman_curvedness_confidence", "trajectory", "Spearman(curvedness, confidence) within the model", "rho",
-       "none", "spearman", _spear_conf, condition="scale", leaderboard=True)
-
-
-def _budget(i: Inputs) -> str:
-    p = i.cfg.pgd
-    return f"{p.norm} eps={i.cfg.pgd_eps():g} PGD-{p.steps} {p.loss} {i.cfg.attack_backend}"
-
-
-metric("pgd_robust_acc", "pgd", "PGD robust accuracy at the budget", "fraction", "higher", "share",
-       lambda i: {_budget(i): (i.col("pgd", "clean_correct", bool) & ~i.col("pgd", "success", bool),)},
-       condition="attack budget", leaderboard=True)
-metric("pgd_adv_ece", "pgd", "ECE on PGD examples", "fraction", "lower", "ece",
-       lambda i: {_budget(i): (i.col("pgd", "adv_conf"), i.col("pgd", "adv_correct", bool).astype(float))},
-       condition="attack budget")
-metric("pgd_adv_sece", "pgd", "signed ECE on PGD examples", "fraction", "none", "sece",
-       lambda i: {_budget(i): (i.col("pgd", "adv_conf"), i.col("pgd", "adv_correct", bool).astype(float))},
-       condition="attack budget")
-
-
-def _pgd_dist(i: Inputs) -> dict[str, tuple[np.ndarray, ...]]:
-    ok = i.col("pgd_distance", "clean_correct", bool)
-    v = np.where(i.col("pgd_distance", "censored", bool), np.inf, i.col("pgd_distance", "budget"))
-    return {f"{i.cfg.pgd.norm} {i.cfg.pgd_distance.loss} loss": (v[ok],)}
-
-
-metric("pgd_distance_median", "pgd_distance", "median smallest PGD budget that succeeds (bisection)", "budget",
-       "higher", "median", _pgd_dist, condition="norm and loss", leaderboard=True)
-metric("pgd_distance_censored", "pgd_distance", "correct samples PGD did not flip at the largest budget", "count",
-       "none", "count", lambda i: {f"{i.cfg.pgd.norm} {i.cfg.pgd_distance.loss} loss": (
-           i.col("pgd_distance", "censored", bool)[i.col("pgd_distance", "clean_correct", bool)],)},
-       condition="norm and loss")
-
-
-def _df_dist(i: Inputs) -> dict[str, tuple[np.ndarray, ...]]:
-    ok = i.col("deepfool", "clean_correct", bool)
-    v = np.where(i.col("deepfool", "success", bool), i.col("deepfool", "l2"), np.inf)
-    return {i.cfg.deepfool.norm: (v[ok],)}
-
-
-metric("deepfool_l2_median", "deepfool", "median DeepFool L2 distance (upper bound on the boundary distance)", "L2",
-       "higher", "median", _df_dist, condition="norm", leaderboard=True)
-metric("deepfool_success", "deepfool", "DeepFool success rate on correct samples", "fraction", "none", "share",
-       lambda i: {i.cfg.deepfool.norm: (i.col("deepfool", "success", bool)[i.col("deepfool", "clean_correct", bool)],)},
-       condition="norm")
-
-
-def _jump(i: Inputs) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    ok = i.col("jumpout", "correct", bool) & ~i.col("jumpout", "censored_before", bool)
-    sr = i.col("jumpout", "shortcut_ratio")
-    good = ok & np.isfinite(sr)
-    cb = i.col("jumpout", "curvedness_before")
-    return good, sr, cb
-
-
-def _jcond(i: Inputs) -> str:
-    j = i.cfg.jumpout
-    return f"eta={j.eta:.4g} {j.jump} {'keep' if j.keep_direction else 'recompute'}"
-
-
-metric("shortcut_ratio_median", "jumpout", "median jump-out shortcut ratio (< 1: a near boundary hidden by curvature)",
-       "ratio", "none", "median", lambda i: {_jcond(i): (_jump(i)[1][_jump(i)[0]],)}, condition="jump", leaderboard=True)
-
-
-def _below(i: Inputs, curved: bool) -> dict[str, tuple[np.ndarray, ...]]:
-    good, sr, cb = _jump(i)
-    thr = i.cfg.trajectory.curved_threshold
-    sel = good & ((cb > thr) if curved else (cb <= thr))
-    return {_jcond(i): (sr[sel] < 1,)}
-
-
-metric("shortcut_below_1_curved", "jumpout", "share of curved samples with shortcut ratio < 1", "fraction", "none",
-       "share", lambda i: _below(i, True), condition="jump")
-metric("shortcut_below_1_straight", "jumpout", "share of straight samples with shortcut ratio < 1", "fraction", "none",
-       "share", lambda i: _below(i, False), condition="jump")
-metric("curvedness_after_jump_median", "jumpout", "median curvedness after the jump", "1 - R^2", "none", "median",
-       lambda i: {_jcond(i): (i.col("jumpout", "curvedness_after")[_jump(i)[0]],)}, condition="jump")
-metric("curvedness_before_jump_median", "jumpout", "median curvedness before the jump (same samples)", "1 - R^2",
-       "none", "median", lambda i: {_jcond(i): (i.col("jumpout", "curvedness_before")[_jump(i)[0]],)}, condition="jump")
-metric("jump_flipped", "jumpout", "samples whose label the jump itself changed", "count", "none", "count",
-       lambda i: {_jcond(i): (i.col("jumpout", "jump_flipped", bool),)}, condition="jump")
-
-
-def _calib_family(prefix: str, measurement: str, what: str, cond_label: str, fmt: Callable[[str], str]) -> None:
+def calibration_metrics(prefix: str, measurement: str, what: str, cond_label: str, fmt: Callable[[str], str]) -> None:
+    """Register ``<prefix>_acc``, ``_ece`` and ``_sece`` of a measurement whose rows hold one probability row per
+    condition (columns ``<condition>.conf`` / ``.correct``); ``corruptions`` adds the mean over conditions and
+    makes them leaderboard columns."""
     def sel(i: Inputs, acc: bool = False) -> dict[str, tuple[np.ndarray, ...]]:
         out = {}
         for cond, (conf, corr) in i.calib_conditions(measurement).items():
@@ -531,11 +376,6 @@ def _calib_family(prefix: str, measurement: str, what: str, cond_label: str, fmt
            sel, condition=cond_label, mean_over_conditions=mean, leaderboard=mean)
     metric(f"{prefix}_sece", measurement, f"signed ECE {what} (positive = underconfident)", "fraction", "none", "sece",
            sel, condition=cond_label, mean_over_conditions=mean, leaderboard=mean)
-
-
-_calib_family("corruption", "corruptions", "under corruption", "corruption:severity", lambda c: c)
-_calib_family("adv", "adv_calibration", "on PGD examples at each budget (pgd.budgets)", "attack budget",
-              lambda c: f"eps={c}")
 
 
 # -- summary ---------------------------------------------------------------------------------------

@@ -135,6 +135,19 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def save_png(fig: Any, path: Path, dpi: int = 110) -> None:
+    """Write a matplotlib figure as a PNG atomically and close it. No version string goes in the file
+    (``Software`` metadata left out): a figure depends on the results only, so ``summarize`` is byte-stable."""
+    import io
+
+    import matplotlib.pyplot as plt  # deferred: matplotlib, for figures only
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, metadata={"Software": None})
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     import os
     import tempfile

@@ -11,7 +11,6 @@ finished run, byte for byte. Outputs are replaced atomically (temporary file, re
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import math
 from pathlib import Path
@@ -25,9 +24,7 @@ from robcurve.errors import RobcurveError
 from robcurve.naming import dataset_family, grid_step
 from robcurve.run.config import MACHINE_FIELDS, RunConfig, portable_spec
 from robcurve.run.metrics import Row, compute_rows, rows_dataframe
-from robcurve.run.store import Store, atomic_write_bytes, atomic_write_text
-
-PNG_META = {"Software": None}  # no version string in the PNGs: outputs depend on the results only
+from robcurve.run.store import Store, atomic_write_text, save_png
 
 
 class RowSource:
@@ -219,94 +216,23 @@ def samples_frame(fr: dict[str, pd.DataFrame]) -> pd.DataFrame:
 
 
 # -- plots ------------------------------------------------------------------------------------
-def _save(fig: Any, path: Path) -> None:
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, metadata=PNG_META)
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
-
-
 def plots(s: dict[str, Any], out: Path) -> list[str]:
+    """Every measurement's figures (its ``plot`` hook, in run order), then the reliability diagram (clean and the
+    first three corruption conditions). Returns the file names written."""
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     from robcurve.calibration import calibration, reliability_diagram
-    from robcurve.plots import draw_projection, plot_curvature_hist
+    from robcurve.run.measures import MEASUREMENTS, ordered
 
     fr, cfg = s["frames"], s["cfg"]
     name = s["model"].get("extra", {}).get("alias") or s["model"].get("spec") or cfg.model
-    made = []
-    if "trajectory" in fr:
-        from robcurve.run.metrics import Inputs
-
-        inp = Inputs(fr, cfg)
-        cv = inp.curvedness()
-        fig = plot_curvature_hist({name: cv[inp.curv_ok]}, threshold=cfg.trajectory.curved_threshold,
-                                  xlabel=f"curvedness 1 − R² ({inp.scale_condition})")
-        _save(fig, out / "curvature_hist.png")
-        made.append("curvature_hist.png")
-        if "travel" in fr:
-            tv = fr["travel"].reindex(fr["trajectory"].index)
-            ok = inp.curv_ok & tv["correct"].fillna(False).to_numpy(bool)
-            cens = tv["censored"].fillna(False).to_numpy(bool)
-            eps = pd.to_numeric(tv["eps"], errors="coerce").to_numpy(float)
-            fig, ax = plt.subplots(figsize=(5, 4))
-            ax.scatter(cv[ok & ~cens], eps[ok & ~cens], s=8, alpha=0.6, label="flipped")
-            if (ok & cens).any():
-                ax.scatter(cv[ok & cens], np.full((ok & cens).sum(), cfg.travel.eps_max), marker="^", s=10,
-                           label=f"censored (> {cfg.travel.eps_max:g})")
-            ax.set_xlabel(f"curvedness 1 - R² ({inp.scale_condition})")
-            ax.set_ylabel("travel distance ε (L∞)")
-            ax.set_title(name)
-            ax.legend()
-            fig.tight_layout()
-            _save(fig, out / "curvature_vs_travel.png")
-            made.append("curvature_vs_travel.png")
-        tr = fr["trajectory"]
-        if "plot" in tr.columns:
-            stored = [(i, p) for i, p in tr["plot"].items() if isinstance(p, dict)]
-            chosen = [(i, p) for i, p in stored if bool(tr.loc[i, "correct"])][:3] or stored[:3]
-            if chosen:
-                fig, axes = plt.subplots(1, len(chosen), figsize=(4 * len(chosen), 3.6))
-                for (i, p), ax in zip(chosen, np.atleast_1d(axes), strict=True):
-                    draw_projection(p["points"], p["var"], p["eps"], p["other"], ax=ax, title=f"sample {i}: features")
-                fig.tight_layout()
-                _save(fig, out / "trajectories.png")
-                made.append("trajectories.png")
-    if "jumpout" in fr:
-        jo = fr["jumpout"]
-        ok = jo["correct"].astype(bool).to_numpy() & ~jo["censored_before"].astype(bool).to_numpy()
-        cb = pd.to_numeric(jo["curvedness_before"], errors="coerce").to_numpy(float)
-        ca = pd.to_numeric(jo["curvedness_after"], errors="coerce").to_numpy(float)
-        sr = pd.to_numeric(jo["shortcut_ratio"], errors="coerce").to_numpy(float)
-        fig, axes = plt.subplots(1, 2, figsize=(9, 3.8))
-        axes[0].scatter(cb[ok], ca[ok], s=8, alpha=0.6)
-        lim = [0, max(1e-3, np.nanmax(np.r_[cb[ok], ca[ok], 0]))]
-        axes[0].plot(lim, lim, "k--", lw=0.8)
-        axes[0].set_xlabel("curvedness before the jump")
-        axes[0].set_ylabel("curvedness after the jump")
-        thr = cfg.trajectory.curved_threshold
-        for lab, sel in (("curved", ok & (cb > thr)), ("straight", ok & (cb <= thr))):
-            v = sr[sel & np.isfinite(sr)]
-            if v.size:
-                axes[1].hist(v, bins=30, histtype="step", lw=1.5, label=f"{lab} (n={v.size}, <1: {np.mean(v < 1):.0%})")
-        axes[1].axvline(1.0, color="k", ls="--", lw=0.8)
-        axes[1].set_xlabel("shortcut ratio (η + distance after) / distance before")
-        axes[1].legend(fontsize="small")
-        fig.suptitle(f"{name}: jump-out (η={cfg.jumpout.eta:.3g}, {cfg.jumpout.jump})")
-        fig.tight_layout()
-        _save(fig, out / "jumpout.png")
-        made.append("jumpout.png")
-    from robcurve.run.measures import MEASUREMENTS, ordered
-
-    for m in ordered([k for k in fr if k in MEASUREMENTS]):  # the measurements' own figures (e.g. layers)
+    made: list[str] = []
+    for m in ordered([k for k in fr if k in MEASUREMENTS]):
         hook = MEASUREMENTS.get(m).plot
         if hook is not None:
-            made += hook(s, out)
+            made += hook({**s, "name": name}, out)
     clean = fr["clean"]
     res = {"clean": calibration(np.stack([np.asarray(p, float) for p in clean["probs"]]), clean["label"].to_numpy(),
                                 n_bins=cfg.calibration.n_bins, probs=True)}
@@ -315,8 +241,7 @@ def plots(s: dict[str, Any], out: Path) -> list[str]:
         for key in [k.removesuffix(".conf") for k in c.columns if k.endswith(".conf")][:3]:
             probs = np.stack([np.asarray(p, float) for p in c[key + ".probs"]])
             res[key] = calibration(probs, c["label"].to_numpy(), n_bins=cfg.calibration.n_bins, probs=True)
-    fig = reliability_diagram(res, title=name)
-    _save(fig, out / "reliability.png")
+    save_png(reliability_diagram(res, title=name), out / "reliability.png")
     made.append("reliability.png")
     return made
 
