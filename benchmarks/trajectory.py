@@ -66,13 +66,8 @@ def inputs(name: str, n: int, t: int):
 
 
 def bench_model(name: str, args: argparse.Namespace) -> dict:
-    from robcurve.geometry.trajectory import (
-        AUTO_CANDIDATES,
-        clear_chunk_cache,
-        eps_grid,
-        grid_inputs,
-        trajectory,
-    )
+    from robcurve.geometry.trajectory import eps_grid, grid_inputs, trajectory
+    from robcurve.memory import AUTO_CANDIDATES, clear_chunk_cache
 
     model, x, y, d, what = inputs(name, args.n, args.t)
     grid = eps_grid(args.t, 0.1)

@@ -23,13 +23,15 @@ import robcurve
 from robcurve.attacks import deepfool, pgd
 from robcurve.errors import RobcurveError
 from robcurve.geometry import curvature, get_direction, trajectory, travel_distance
-from robcurve.geometry.trajectory import (
+from robcurve.memory import (
     attack_batch_cap,
+    budget_bytes,
     clear_chunk_cache,
+    memory_budget,
     memory_cap,
     memory_per_image,
+    parse_memory,
 )
-from robcurve.memory import budget_bytes, memory_budget, parse_memory
 
 CUDA = torch.cuda.is_available()
 DEVICES = [pytest.param("cpu", id="cpu"),

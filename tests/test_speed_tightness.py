@@ -24,14 +24,8 @@ from torch import nn
 import robcurve
 from robcurve.attacks import deepfool, pgd, pgd_distance, run_attack
 from robcurve.geometry import get_direction, travel_distance
-from robcurve.geometry.trajectory import (
-    _CHUNK_CACHE,
-    cached_chunk_size,
-    clear_chunk_cache,
-    grid_inputs,
-    memory_per_image,
-    trajectory,
-)
+from robcurve.geometry.trajectory import grid_inputs, trajectory
+from robcurve.memory import CHUNK_CACHE, cached_chunk_size, clear_chunk_cache, memory_per_image
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
@@ -92,7 +86,7 @@ def test_trajectory_auto_batch_size_equals_raw_forwards_and_is_cached(vit, data)
     assert torch.equal(exp.features.reshape(-1, ft.shape[1]), ft)
     assert torch.allclose(exp.features, first.features, rtol=1e-5, atol=1e-6)
     clear_chunk_cache()
-    assert not len(_CHUNK_CACHE)
+    assert not len(CHUNK_CACHE)
 
 
 def test_trajectory_too_little_work_measures_without_caching(vit, data):
@@ -100,7 +94,7 @@ def test_trajectory_too_little_work_measures_without_caching(vit, data):
     d = get_direction(vit, x, data.labels[:2])
     clear_chunk_cache()
     tr = trajectory(vit, x, d, T=21, E=0.05, chunk_size="auto")  # 42 images: 16 and 32 do not both fit after 16
-    assert not tr.meta["chunk_choice"]["measured"] and not len(_CHUNK_CACHE)
+    assert not tr.meta["chunk_choice"]["measured"] and not len(CHUNK_CACHE)
     lg, ft = raw_forwards(vit, x, d, tr.eps, tr.meta["chunks"])
     assert torch.equal(tr.features.reshape(-1, ft.shape[1]), ft)
     with pytest.raises(robcurve.RobcurveError):

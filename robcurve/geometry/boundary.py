@@ -36,6 +36,7 @@ from torch import Tensor, nn
 
 from robcurve.errors import RobcurveError
 from robcurve.geometry.directions import check_direction, check_images
+from robcurve.memory import cached_chunk_size, check_chunk, memory_cap
 from robcurve.models.wrapper import FeaturesFn, RobcurveModel, as_robmodel
 
 
@@ -146,7 +147,7 @@ def travel_distance(model: nn.Module, x: Tensor, y: Tensor, direction: Tensor, *
         eps_max: search limit; no flip up to it means censored (eps = NaN).
         chunk: images per forward at most; None or "auto": the batch size measured for this
             model by :func:`robcurve.geometry.trajectory.trajectory` when there is one, else
-            the memory cap (:func:`robcurve.geometry.trajectory.memory_cap`).
+            the memory cap (:func:`robcurve.memory.memory_cap`).
         clamp: clamp inputs to [0, 1] (off by default).
         coarse: stride of the coarse grid in steps of h (1: every grid point is coarse). The
             result does not depend on it; the number of forwards does.
@@ -163,11 +164,9 @@ def travel_distance(model: nn.Module, x: Tensor, y: Tensor, direction: Tensor, *
     x = check_images(x, "travel_distance").to(rob.device)
     d = check_direction(x, direction, "travel_distance(direction=...)")
     n = x.shape[0]
-    from robcurve.geometry.trajectory import _check_chunk, cached_chunk_size, memory_cap
-
     if chunk is None or chunk == "auto":
         chunk = cached_chunk_size(rob, x) if n else 1
-    chunk = _check_chunk(chunk, "travel_distance")  # type: ignore[arg-type]
+    chunk = check_chunk(chunk, "travel_distance")  # type: ignore[arg-type]
     if n:
         chunk = min(chunk, memory_cap(rob, x))  # within the memory budget (robcurve.memory)
     y = torch.as_tensor(y).long().view(-1).cpu()

@@ -33,7 +33,6 @@ from robcurve.geometry.trajectory import (
     MIN_REGION_POINTS,
     GridScale,
     _as_grid,
-    _check_chunk,
     centre_index,
     grid_inputs,
     has_exact_zero,
@@ -41,6 +40,7 @@ from robcurve.geometry.trajectory import (
     region_mask,
     space_measures,
 )
+from robcurve.memory import check_chunk
 from robcurve.models.wrapper import FeaturesFn, RobcurveModel, as_robmodel
 
 
@@ -228,7 +228,7 @@ def layer_profile(model: nn.Module, x: Tensor, direction: Tensor, eps: Tensor | 
     dif = grid.diff()
     if (dif - dif.median()).abs().max() > 1e-6 * dif.median():
         raise RobcurveError("layer profile needs a uniform ε grid", where="layer_profile", fix="use equally spaced ε")
-    chunk = _check_chunk(chunk_size, "layer_profile")
+    chunk = check_chunk(chunk_size, "layer_profile")
     if modules is None:
         specs = default_layers(rob.net)
     else:

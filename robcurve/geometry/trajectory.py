@@ -9,7 +9,6 @@ h₀·k, the intervals [−Eᵢ, Eᵢ] and the region are stored with the result
 from __future__ import annotations
 
 import time
-import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,7 +18,20 @@ from torch import Tensor, nn
 
 from robcurve.errors import RobcurveError
 from robcurve.geometry.directions import check_direction, check_images
-from robcurve.memory import budget_bytes
+from robcurve.memory import (
+    AUTO_CANDIDATES,
+    CHUNK_CACHE,
+    ChunkChoice,
+    ChunkSize,
+    ChunkTuner,
+    budget_bytes,
+    cached_chunk_size,
+    check_chunk,
+    chunk_key,
+    memory_cap,
+    memory_per_image,
+    sync_device,
+)
 from robcurve.models.wrapper import FeaturesFn, RobcurveModel, as_robmodel
 from robcurve.naming import grid_step
 
@@ -48,216 +60,6 @@ def _as_grid(eps: Tensor | Sequence[float] | None, T: int, E: float, where: str)
     return g
 
 
-def _check_chunk(chunk_size: int, where: str) -> int:
-    try:
-        ok = not isinstance(chunk_size, bool) and int(chunk_size) >= 1
-    except (TypeError, ValueError):
-        ok = False
-    if not ok:
-        raise RobcurveError(f"chunk size must be an int >= 1 (or None / 'auto' where measured), got {chunk_size!r}",
-                            where=where, fix="use e.g. 512 images, or None for the measured batch size")
-    return int(chunk_size)
-
-
-# -- batch size: measured per (model, device, input size), bounded by a memory budget ----------
-# the bound on the working memory of one chunk (bytes) comes from robcurve.memory: the
-# --max-memory setting, else a share of the free device memory (see that module)
-#: batch sizes tried on first use (powers of two), smallest first
-AUTO_CANDIDATES = (16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
-#: the ascending search stops after this many candidates slower than this share of the best rate
-_STOP_AFTER, _STOP_BELOW = 2, 0.92
-#: candidates re-timed in the second pass: rate within this share of the best
-_REFINE_WITHIN = 0.6
-
-ChunkSize = int | str | None
-
-
-@dataclass
-class ChunkChoice:
-    """The batch size chosen for one (model, device, dtype, input size, thread count).
-
-    Attributes:
-        size: images per forward.
-        rates: measured images per second per candidate batch size (best of its timings).
-        per_image_bytes: estimated working memory of one image's forward (bytes).
-        cap: largest candidate within ``budget`` (images).
-        budget: the memory budget (bytes) the choice honours.
-        measured: True when the search finished (then it is cached); False when the work ran
-            out before it did (the best so far was used and nothing cached).
-    """
-
-    size: int
-    rates: dict[int, float]
-    per_image_bytes: int
-    cap: int
-    budget: int
-    measured: bool
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"size": self.size, "rates": dict(self.rates), "per_image_bytes": self.per_image_bytes,
-                "cap": self.cap, "budget": self.budget, "measured": self.measured}
-
-
-# model (the network, weakly referenced) -> key -> choice; in-process only
-_CHUNK_CACHE: weakref.WeakKeyDictionary[nn.Module, dict[tuple, ChunkChoice]] = weakref.WeakKeyDictionary()
-_MEMORY_CACHE: weakref.WeakKeyDictionary[nn.Module, dict[tuple, tuple[int, int]]] = weakref.WeakKeyDictionary()
-
-
-def _chunk_key(rob: RobcurveModel, x: Tensor, budget: int) -> tuple:
-    return (str(x.device), str(x.dtype), tuple(x.shape[1:]), rob.features_mode, torch.get_num_threads(), int(budget))
-
-
-def memory_per_image(model: nn.Module, x: Tensor, features_fn: FeaturesFn | None = None) -> int:
-    """Estimated peak working memory (bytes) of one image's forward, for batch-size budgets.
-
-    One forward of a single image with hooks on every leaf module records the size of each
-    module's output. The estimate is ``min(sum of all outputs, 10 x the largest output)`` plus
-    the input twice (the chunk's input and its construction) and the outputs kept: an upper
-    estimate of what a no-grad forward holds at once per image. Measured against the peak
-    resident memory of batched forwards (256 and 1024 images) on six models (zoo ViT, ResNet,
-    ConvNeXt, Swin at 28 px; timm ResNet-18 and ViT-Tiny/4 at 32 px) it was 1.2-4.6x the true
-    peak: the budget is respected with room to spare. Cached per model and input size.
-    """
-    return _memory_estimates(model, x, features_fn)[0]
-
-
-def grad_memory_per_image(model: nn.Module, x: Tensor, features_fn: FeaturesFn | None = None) -> int:
-    """Estimated working memory (bytes) of one image's forward and backward (attacks).
-
-    Every leaf module's output counted twice (kept for backward, and its gradient) plus the
-    image four times (input, its gradient, the perturbation and the attack's copy): autograd
-    keeps all activations, so no ``10 x largest`` shortcut applies here.
-    """
-    return _memory_estimates(model, x, features_fn)[1]
-
-
-def attack_batch_cap(model: nn.Module, x: Tensor, memory_budget: int | str | None = None,
-                     features_fn: FeaturesFn | None = None) -> int:
-    """Largest attack sub-batch (>= 1) whose estimated forward+backward memory fits a third of the budget.
-
-    A third, not half: what autograd keeps inside fused operations (attention weights of
-    ``scaled_dot_product_attention``, window attention) is no module's output, so the estimate
-    misses it; measured with ``benchmarks/memory.py`` on the zoo Swin."""
-    budget = budget_bytes(x.device, memory_budget)
-    return max(1, budget // (3 * max(1, grad_memory_per_image(model, x, features_fn))))
-
-
-def _memory_estimates(model: nn.Module, x: Tensor, features_fn: FeaturesFn | None = None) -> tuple[int, int]:
-    rob = as_robmodel(model, features_fn)
-    key = (str(x.device), str(x.dtype), tuple(x.shape[1:]))
-    per_model = _MEMORY_CACHE.setdefault(rob.net, {})
-    if key in per_model:
-        return per_model[key]
-    sizes: list[int] = []
-
-    def hook(_m: nn.Module, _inp: Any, out: Any) -> None:
-        if isinstance(out, Tensor):
-            sizes.append(out.numel() * out.element_size())
-
-    leaves = [m for m in rob.net.modules() if not any(True for _ in m.children())]
-    handles = [m.register_forward_hook(hook) for m in leaves]
-    try:
-        with torch.no_grad():
-            try:
-                lg, ft = rob.logits_and_features(x[:1])
-                outs = (lg.numel() + ft.numel()) * lg.element_size()
-            except Exception:  # no penultimate features (travel needs logits only)
-                sizes.clear()
-                lg = rob(x[:1])
-                outs = lg.numel() * lg.element_size()
-    finally:
-        for h in handles:
-            h.remove()
-    img = x[:1].numel() * x.element_size()
-    acts = min(sum(sizes), 10 * max(sizes)) if sizes else 16 * img
-    est = int(acts + 2 * img + outs)
-    grad = int(2 * (sum(sizes) if sizes else 16 * img) + 4 * img + 2 * outs)
-    per_model[key] = (est, grad)
-    return est, grad
-
-
-def memory_cap(model: nn.Module, x: Tensor, memory_budget: int | None = None,
-               features_fn: FeaturesFn | None = None) -> int:
-    """Largest batch size (>= 1) whose estimated working memory fits a third of ``memory_budget`` bytes.
-
-    A third: the rest is left to what a chunk's memory estimate does not see (the allocator's
-    retained blocks of other shapes over many batches, the outputs kept, the curvature
-    computation); measured by ``benchmarks/memory.py`` (with half, the zoo Swin ended 12%
-    above a 64 MiB budget after ten batches)."""
-    budget = budget_bytes(x.device, memory_budget)
-    return max(1, budget // (3 * max(1, memory_per_image(model, x, features_fn))))
-
-
-def cached_chunk_size(model: nn.Module, x: Tensor, memory_budget: int | None = None,
-                      features_fn: FeaturesFn | None = None) -> int:
-    """The measured batch size cached for this model and input, else the memory cap (no timing)."""
-    rob = as_robmodel(model, features_fn)
-    budget = budget_bytes(x.device, memory_budget)
-    hit = _CHUNK_CACHE.get(rob.net, {}).get(_chunk_key(rob, x, budget))
-    if hit is not None:
-        return hit.size
-    return min(memory_cap(rob, x, budget), AUTO_CANDIDATES[-1])
-
-
-def clear_chunk_cache() -> None:
-    """Forget every measured batch size (the next trajectory measures again)."""
-    _CHUNK_CACHE.clear()
-    _MEMORY_CACHE.clear()
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-class _ChunkTuner:
-    """Chooses the batch size on real work: each timed chunk is part of the result.
-
-    Three passes, each timing one chunk per candidate (a candidate's rate is the best of its
-    timings, the least disturbed by other load): (1) the candidates (powers of two within the
-    memory cap) smallest first, stopping after ``_STOP_AFTER`` in a row below ``_STOP_BELOW``
-    of the best rate; (2) again every candidate within ``_REFINE_WITHIN`` of the best; (3) the
-    best and its neighbours once more. The search costs no extra forwards, only the slowdown
-    of the worse candidates it ran.
-    """
-
-    def __init__(self, cap: int):
-        self.cands = [c for c in AUTO_CANDIDATES if c <= cap] or [cap]
-        self.rates: dict[int, float] = {}
-        self.plan: list[int] = list(self.cands)
-        self.phase = 1
-        self.slow = 0
-
-    @property
-    def best(self) -> int:
-        return max(self.rates, key=lambda c: (self.rates[c], -c))
-
-    def next_size(self) -> int | None:
-        """The next batch size to time, or None when the search is over."""
-        while not self.plan and self.rates and self.phase < 3:
-            self.phase += 1
-            order = sorted(self.rates)
-            top = max(self.rates.values())
-            if self.phase == 2:
-                self.plan = [c for c in order if self.rates[c] >= _REFINE_WITHIN * top]
-            else:
-                i = order.index(self.best)
-                self.plan = order[max(0, i - 1):i + 2]
-        return self.plan[0] if self.plan else None
-
-    def record(self, size: int, seconds: float) -> None:
-        rate = size / max(seconds, 1e-9)
-        self.rates[size] = max(self.rates.get(size, 0.0), rate)
-        self.plan.pop(0)
-        if self.phase == 1:
-            if rate < _STOP_BELOW * max(self.rates.values()):
-                self.slow += 1
-                if self.slow >= _STOP_AFTER:
-                    self.plan = []
-            else:
-                self.slow = 0
-
-
 def grid_inputs(x: Tensor, d: Tensor, eps: Tensor, start: int, stop: int, clamp: bool = False) -> Tensor:
     """Images x_i + ε_t d_i for flat indices start..stop−1 of the (N, T) grid (i-major)."""
     T = eps.numel()
@@ -276,7 +78,7 @@ def predict(model: RobcurveModel, x: Tensor, chunk_size: ChunkSize = None) -> Te
     """
     if chunk_size is None or chunk_size == "auto":
         chunk_size = cached_chunk_size(model, x) if x.shape[0] else 1
-    chunk = _check_chunk(chunk_size, "predict")  # type: ignore[arg-type]
+    chunk = check_chunk(chunk_size, "predict")  # type: ignore[arg-type]
     with torch.no_grad():
         return torch.cat([model(x[a:a + chunk]).argmax(-1) for a in range(0, x.shape[0], chunk)])
 
@@ -403,19 +205,19 @@ def trajectory(model: nn.Module, x: Tensor, direction: Tensor, eps: Tensor | Seq
         raise RobcurveError("no images to run", where="trajectory", fix="pass at least one image")
     auto = chunk_size is None or chunk_size == "auto"
     budget = budget_bytes(x.device, memory_budget)  # refuses sizes below one byte
-    tuner: _ChunkTuner | None = None
+    tuner: ChunkTuner | None = None
     choice: ChunkChoice | None = None
     if auto:
-        key = _chunk_key(rob, x, budget)
-        choice = _CHUNK_CACHE.get(rob.net, {}).get(key)
+        key = chunk_key(rob, x, budget)
+        choice = CHUNK_CACHE.get(rob.net, {}).get(key)
         if choice is None:
             cap = memory_cap(rob, x, budget)
-            tuner = _ChunkTuner(cap)
+            tuner = ChunkTuner(cap)
             chunk = min(cap, AUTO_CANDIDATES[-1])
         else:
             chunk = choice.size
     else:
-        chunk = min(_check_chunk(chunk_size, "trajectory"), memory_cap(rob, x, budget))  # type: ignore[arg-type]
+        chunk = min(check_chunk(chunk_size, "trajectory"), memory_cap(rob, x, budget))  # type: ignore[arg-type]
     feats: Tensor | None = None
     logits: Tensor | None = None
     sizes: list[int] = []
@@ -430,14 +232,14 @@ def trajectory(model: nn.Module, x: Tensor, direction: Tensor, eps: Tensor | Seq
                     if timing is None:
                         choice = ChunkChoice(chunk, dict(tuner.rates), memory_per_image(rob, x), memory_cap(rob, x, budget),
                                              budget, True)
-                        _CHUNK_CACHE.setdefault(rob.net, {})[_chunk_key(rob, x, budget)] = choice
+                        CHUNK_CACHE.setdefault(rob.net, {})[chunk_key(rob, x, budget)] = choice
                     else:
                         choice = ChunkChoice(chunk, dict(tuner.rates), memory_per_image(rob, x),
                                              memory_cap(rob, x, budget), budget, False)
                     tuner, timing = None, None
             b = min(a + (timing or chunk), total)
             if timing:
-                _sync(x.device)
+                sync_device(x.device)
                 t0 = time.perf_counter()
             lg, ft = rob.logits_and_features(grid_inputs(x, d, grid, a, b, clamp))
             ft = ft.reshape(b - a, -1)
@@ -447,7 +249,7 @@ def trajectory(model: nn.Module, x: Tensor, direction: Tensor, eps: Tensor | Seq
             feats[a:b] = ft.detach().cpu()
             logits[a:b] = lg.detach().cpu()
             if timing and tuner is not None:
-                _sync(x.device)
+                sync_device(x.device)
                 tuner.record(timing, time.perf_counter() - t0)
             sizes.append(b - a)
             a = b

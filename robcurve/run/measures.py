@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from robcurve.memory import attack_batch_cap
 from robcurve.registry import Registry
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -56,8 +57,6 @@ class Context:
         allows (only when it is smaller than the batch: sub-batching leaves results unchanged)
         and, with ``clean`` on robcurve's backend, the clean logits the ``clean`` measurement
         already computed (saves PGD's clean forward; same model, same images, same batch)."""
-        from robcurve.geometry.trajectory import attack_batch_cap
-
         kw: dict[str, Any] = {}
         cap = attack_batch_cap(self.model, x) if len(x) else 1
         if cap < len(x):
