@@ -44,6 +44,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
+from robcurve import stats
 from robcurve.errors import RobcurveError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -88,8 +89,6 @@ class CalibrationResult:
 
     def to_dataframe(self) -> pd.DataFrame:
         """One row per sample: confidence, correct, bin index (membership lo < conf <= hi)."""
-        from robcurve import stats
-
         if self.confidences is None or self.correct is None:
             return pd.DataFrame(columns=["confidence", "correct", "bin"])
         return pd.DataFrame({"confidence": self.confidences, "correct": self.correct,
@@ -99,8 +98,6 @@ class CalibrationResult:
         """Tidy metrics with honest intervals: plug-in ECE, the perfectly calibrated reference
         (consistency resampling), the debiased RMS calibration error (Kumar et al. 2019, jackknife
         interval), sECE, MCE, NLL, Brier, accuracy; columns metric, value, lo, hi, interval."""
-        from robcurve import stats
-
         rows: list[tuple] = [("ece", self.ece, None, None, "none (plug-in, biased upward)")]
         if self.confidences is not None and self.correct is not None and self.n >= 3:
             conf, corr = self.confidences, self.correct.astype(float)

@@ -14,7 +14,11 @@ from typing import Annotated
 
 import typer
 
-from robcurve.errors import RobcurveError
+from robcurve import plugins
+from robcurve.cpu import choose_wait_policy
+from robcurve.errors import RobcurveError, one_line
+from robcurve.reproduce.cli import register
+from robcurve.run.docs import metrics_markdown, metrics_tables
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="robcurve: curvature, boundary distance, attacks and calibration of vision models "
@@ -24,6 +28,7 @@ app.add_typer(zoo_app, name="zoo")
 
 
 def _register_leaderboard() -> None:
+    # deferred: pydantic, yaml (robcurve --help and light commands stay fast)
     from robcurve.leaderboard.cli import cite, lb_app, submit
 
     app.add_typer(lb_app, name="leaderboard")
@@ -35,8 +40,6 @@ _register_leaderboard()
 
 
 def _register_reproduce() -> None:
-    from robcurve.reproduce.cli import register
-
     register(app)
 
 
@@ -85,7 +88,10 @@ def bench(
     interrupted run. Ends with a summary table, entry.json (leaderboard entry), samples.csv
     and plots in the run folder.
     """
+    # deferred: pydantic, yaml (robcurve --help and light commands stay fast)
     from robcurve.run.config import FLAG_FIELDS, SHIPPED, load_config, merge, parse_set
+
+    # deferred: numpy, pydantic, safetensors, torch, tqdm, yaml (robcurve --help and light commands stay fast)
     from robcurve.run.runner import run
 
     flags = dict(model=model, attack=attack, attack_backend=attack_backend, dataset=dataset, data_dir=data_dir, threat_model=threat_model, weights=weights, model_kwargs=model_kwargs,
@@ -116,6 +122,7 @@ def summarize(run_dir: Annotated[Path, typer.Argument(help="a run folder written
               partial: Annotated[bool, typer.Option("--partial", help="summarise an incomplete run (marked; no entry.json)")] = False,
               plots: Annotated[bool, typer.Option("--plots/--no-plots", help="draw the figures (about 3 s)")] = True) -> None:
     """Rebuild every output of a run (summary, entry.json, CSVs, plots) from its store; no model is loaded."""
+    # deferred: numpy, pandas, pydantic, yaml (robcurve --help and light commands stay fast)
     from robcurve.run.summary import summarize as _summarize
 
     s = _summarize(run_dir, partial=partial, plots_on=plots)
@@ -127,15 +134,16 @@ def metrics(
     markdown: Annotated[bool, typer.Option("--markdown", help="print the Markdown reference (docs/metrics.md)")] = False,
 ) -> None:
     """List the registered measurements and metrics (unit, direction, aggregation, interval, condition)."""
-    from robcurve.run.docs import metrics_markdown, metrics_tables
-
     typer.echo(metrics_markdown(), nl=False) if markdown else typer.echo(metrics_tables())
 
 
 @app.command()
 def models() -> None:
     """List model sources and the per-dataset aliases."""
+    # deferred: torch (robcurve --help and light commands stay fast)
     from robcurve.models import ALIASES, SOURCES
+
+    # deferred: numpy, safetensors, torch, tqdm (robcurve --help and light commands stay fast)
     from robcurve.zoo import card, zoo_names
 
     typer.echo("Model sources (spec source:name):")
@@ -156,7 +164,10 @@ def models() -> None:
 @app.command()
 def datasets() -> None:
     """List datasets and whether their files are found."""
+    # deferred: numpy, safetensors, torch (robcurve --help and light commands stay fast)
     import robcurve.data  # noqa: F401  (registers the readers)
+
+    # deferred: numpy, safetensors, torch (robcurve --help and light commands stay fast)
     from robcurve.data.base import DATASETS
 
     rows = []
@@ -175,6 +186,7 @@ def datasets() -> None:
 @zoo_app.command("list")
 def zoo_list() -> None:
     """Show the model cards of the shipped zoo."""
+    # deferred: numpy, safetensors, torch, tqdm (robcurve --help and light commands stay fast)
     from robcurve.zoo import card, zoo_names
 
     rows = []
@@ -190,6 +202,7 @@ def zoo_list() -> None:
 @zoo_app.command("verify")
 def zoo_verify() -> None:
     """Check every shipped zoo file against the sha256 in its card."""
+    # deferred: numpy, safetensors, torch (robcurve --help and light commands stay fast)
     from robcurve.zoo import verify_all
 
     res = verify_all()
@@ -209,8 +222,13 @@ def zoo_train(
     no_ship: Annotated[bool, typer.Option("--no-ship", help="train only; do not copy weights into the package")] = False,
 ) -> None:
     """Train (or resume) a zoo recipe, then write its weights and model card into the package."""
+    # deferred: numpy, safetensors, torch, tqdm (robcurve --help and light commands stay fast)
     from robcurve.zoo.card import finalize
+
+    # deferred: numpy, safetensors, torch (robcurve --help and light commands stay fast)
     from robcurve.zoo.recipes import get_recipe
+
+    # deferred: numpy, safetensors, torch, tqdm (robcurve --help and light commands stay fast)
     from robcurve.zoo.train import train
 
     recipe = get_recipe(name)
@@ -250,8 +268,6 @@ _OS_FIX = {
 
 def _user_error(e: BaseException) -> str | None:
     """One line (what, where, fix) for an error caused by the user's input or machine; None for a bug."""
-    from robcurve.errors import one_line
-
     if isinstance(e, RobcurveError):
         return one_line(e, 2000)
     if isinstance(e, OSError):
@@ -272,6 +288,7 @@ def _user_error(e: BaseException) -> str | None:
         return one_line(f"out of memory ({e or type(e).__name__}). Fix: lower --batch-size or --n, or use a smaller model")
     pydantic = sys.modules.get("pydantic")
     if pydantic is not None and isinstance(e, pydantic.ValidationError):
+        # deferred: pydantic, yaml (robcurve --help and light commands stay fast)
         from robcurve.run.config import format_validation_error
 
         return one_line(format_validation_error(e, "the input") + ". Fix: correct the value(s) named above")
@@ -310,8 +327,6 @@ def _take_plugins(args: list[str]) -> tuple[list[str], list[str]]:
 @app.command("plugins")
 def plugins_cmd() -> None:
     """List the plugins found through entry points (and --plugins), what they add and from where."""
-    from robcurve import plugins
-
     rows = [(p.group, p.name, p.value, p.dist, p.status) for p in plugins.loaded()]
     if not rows:
         typer.echo("no plugins found (entry point groups: " + ", ".join(plugins.GROUPS) + "; or --plugins MODULE)")
@@ -338,7 +353,6 @@ def main(argv: list[str] | None = None) -> int:
 
     args = list(sys.argv[1:] if argv is None else argv)
     if "torch" not in sys.modules:  # the wait policy is read when torch starts its OpenMP runtime
-        from robcurve.cpu import choose_wait_policy
 
         choose_wait_policy()
     _STATE["debug"] = "--debug" in args
@@ -354,7 +368,6 @@ def main(argv: list[str] | None = None) -> int:
         if line is not None:
             print(f"robcurve: error: {line}", file=sys.stderr)
             return 2
-        from robcurve.errors import one_line
 
         print(f"robcurve: internal error: {type(e).__name__}: {one_line(e, 500).rstrip('.')}. This is a bug, please report it"
               + ("" if _debug_on() else " (rerun with --debug for the traceback)"), file=sys.stderr)
@@ -364,8 +377,6 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.jit")
     cmd = typer.main.get_command(app)
     try:
-        from robcurve import plugins
-
         plugins.load(plugin_modules)
         rv = cmd.main(args=args, prog_name="robcurve", standalone_mode=False)
         if rv == 130:  # typer turns Ctrl-C into Exit(130) and returns its code
@@ -377,7 +388,6 @@ def main(argv: list[str] | None = None) -> int:
         e.show()
         return 0
     except ClickException as e:  # a bad flag, option value or command: one line, like every user error
-        from robcurve.errors import one_line
 
         ctx = getattr(e, "ctx", None)
         path = getattr(ctx, "command_path", "") or "robcurve"

@@ -24,6 +24,9 @@ import sys
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 
+from robcurve.errors import one_line
+from robcurve.registry import import_target
+
 GROUPS = ("robcurve.models", "robcurve.measurements", "robcurve.metrics", "robcurve.attacks", "robcurve.datasets")
 
 
@@ -46,8 +49,6 @@ def _dist(ep) -> str:
 
 
 def _run_module(value: str) -> None:
-    from robcurve.registry import import_target
-
     if ":" in value:
         import_target(value)()
     else:
@@ -57,7 +58,6 @@ def _run_module(value: str) -> None:
 def load(modules: tuple[str, ...] | list[str] = (), quiet: bool = False) -> list[Plugin]:
     """Load entry-point plugins once (and the given ``--plugins`` modules); return what was found."""
     global _DONE
-    from robcurve.errors import one_line
 
     found: list[Plugin] = []
     if not _DONE:

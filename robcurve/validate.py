@@ -16,7 +16,7 @@ import math
 import numbers
 from typing import Any
 
-from robcurve.errors import InputError
+from robcurve.errors import InputError, ModelError
 
 NORMS = ("Linf", "L2")
 _NORM_ALIASES = {"linf": "Linf", "l_inf": "Linf", "inf": "Linf", "l2": "L2", "2": "L2"}
@@ -131,8 +131,6 @@ def check_model_on_data(model: Any, images: Any, labels: Any, *, dataset: str = 
         ModelError: with one line naming the model, the dataset and the mismatch.
     """
     import torch
-
-    from robcurve.errors import ModelError
 
     name = getattr(getattr(model, "info", None), "spec", "") or type(model).__name__
     x = images[: max(1, int(probe))]

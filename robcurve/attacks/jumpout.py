@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from robcurve.attacks.base import Attack, Counter, ModelFn
+from robcurve.geometry import jump_out
 
 
 class JumpOutAttack(Attack):
@@ -29,8 +30,6 @@ class JumpOutAttack(Attack):
 
     def _attack(self, f: ModelFn, x: Tensor, y: Tensor, target: Tensor | None, clean_logits: Tensor,
                 batch_size: int, ctr: Counter) -> tuple[Tensor, Tensor | None, dict[str, Tensor]]:
-        from robcurve.geometry import jump_out
-
         p = self.params
         res = jump_out(f.model, x, y, eta=p["eta"], jump=p["jump"], direction=p["direction"],
                        keep_direction=p["keep_direction"], seed=p["seed"], T=p["T"], E=p["E"], h=p["h"], tol=p["tol"],

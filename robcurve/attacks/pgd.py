@@ -49,12 +49,14 @@ from robcurve.attacks.base import (
     Counter,
     ModelFn,
     PGDDistanceResult,
+    _check_params,
     as_pred,
     batches,
     canonical_norm,
     is_success,
 )
 from robcurve.errors import RobcurveError
+from robcurve.validate import check_budget
 
 
 def _check_int(v: Any, name: str, lo: int) -> int:
@@ -134,7 +136,6 @@ class PGD(Attack):
                  early_stop: bool = True, loss: str = "ce"):
         super().__init__()
         self.norm = canonical_norm(norm)
-        from robcurve.validate import check_budget
 
         check_budget("eps", eps, self.norm)  # L-inf budgets in [0, 1] pixel units ("did you mean 8/255?")
         self.eps = _check_budget(eps, "eps")
@@ -444,8 +445,6 @@ def pgd_distance(model: nn.Module, x: Tensor, y: Tensor, norm: str = "Linf", lo:
     ``pgd_kwargs``: steps, step_size, random_start, restarts, targeted, seed, early_stop, loss
     (default ``"margin"``). ``clean_logits``/``clean_pred``: as for :func:`pgd`.
     """
-    from robcurve.attacks.base import _check_params
-
     _check_params(PGDDistance, pgd_kwargs, "pgd_distance")
     if target is not None:
         pgd_kwargs["targeted"] = True

@@ -31,6 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from robcurve.geometry.window import window_curvature
+
 
 def _attention_modules(net: nn.Module) -> list[nn.Module]:
     from timm.models.swin_transformer import WindowAttention
@@ -171,8 +173,6 @@ def frozen(net: nn.Module, kind: str = "attention") -> Iterator[Freezer]:
 def ablation_curvature(model: nn.Module, x: Tensor, d: Tensor, t: Tensor, censored: Tensor, kind: str, *,
                        points: int = 41, fraction: float = 1.0, clamp: bool = False, chunk: int = 2048) -> Any:
     """The boundary-relative window curvature with the ``kind`` nonlinearity frozen at ε = 0."""
-    from robcurve.geometry.window import window_curvature
-
     with frozen(model, kind) as fz:
         fz.record(model, x)
 

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from robcurve.attacks import deepfool, pgd
 from robcurve.errors import RobcurveError
 from robcurve.models.wrapper import RobcurveModel, as_robmodel
 from robcurve.registry import Registry
@@ -125,8 +126,6 @@ def _normalized_displacement(x_adv: Tensor, x: Tensor, normalize: str) -> Tensor
 @directions.register("pgd", help="(x_pgd − x) rescaled to ‖d‖∞ = 1; options: eps (default 8/255), norm, steps, ...")
 def _pgd(model: RobcurveModel, x: Tensor, y: Tensor | None, *, seed: int = 0, custom: Tensor | None = None,
          eps: float = 8 / 255, normalize: str = "Linf", **options: Any) -> Tensor:
-    from robcurve.attacks import pgd
-
     res = pgd(model, x, _need_labels(y, "pgd", x), eps, seed=seed, **options)
     return _normalized_displacement(res.x_adv, x, normalize)
 
@@ -134,8 +133,6 @@ def _pgd(model: RobcurveModel, x: Tensor, y: Tensor | None, *, seed: int = 0, cu
 @directions.register("deepfool", help="(x_deepfool − x) rescaled to ‖d‖∞ = 1; options: norm, steps, overshoot, ...")
 def _deepfool(model: RobcurveModel, x: Tensor, y: Tensor | None, *, seed: int = 0, custom: Tensor | None = None,
               normalize: str = "Linf", **options: Any) -> Tensor:
-    from robcurve.attacks import deepfool
-
     res = deepfool(model, x, _need_labels(y, "deepfool", x), **options)
     return _normalized_displacement(res.x_adv, x, normalize)
 

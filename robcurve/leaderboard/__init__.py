@@ -36,7 +36,10 @@ def __getattr__(name: str) -> Any:
 
 def load(dataset: str | None = None, threat: str | None = None, root: str | Path = DEFAULT_ROOT) -> pd.DataFrame:
     """The leaderboard as a tidy DataFrame: one row per model (ranked), metric value/lo/hi/n columns."""
+    # deferred: the lazy package API (importing the package loads nothing until a name is used)
     from robcurve.leaderboard.io import load_entries
+
+    # deferred: the lazy package API (importing the package loads nothing until a name is used)
     from robcurve.leaderboard.render import tidy
 
     return tidy(load_entries(root, dataset, threat))
@@ -53,7 +56,10 @@ def import_robustbench(src: str | Path, root: str | Path = DEFAULT_ROOT, dataset
     (``My Model.json`` and ``My-Model.json``) are refused with both names. Each row keeps its
     provenance: ``source: robustbench`` and the sha256 of the file it came from.
     """
+    # deferred: the lazy package API (importing the package loads nothing until a name is used)
     from robcurve.errors import RobcurveError
+
+    # deferred: the lazy package API (importing the package loads nothing until a name is used)
     from robcurve.leaderboard.integrity import (
         MAX_IMPORT_BYTES,
         clean_staging,
@@ -64,7 +70,11 @@ def import_robustbench(src: str | Path, root: str | Path = DEFAULT_ROOT, dataset
         sha256_bytes,
         staging_dir,
     )
+
+    # deferred: the lazy package API (importing the package loads nothing until a name is used)
     from robcurve.leaderboard.io import entry_path, parse_entry
+
+    # deferred: the lazy package API (importing the package loads nothing until a name is used)
     from robcurve.run.runner import slug
 
     src, root = Path(src), Path(root)

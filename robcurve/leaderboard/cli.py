@@ -7,7 +7,12 @@ from typing import Annotated
 
 import typer
 
+import robcurve
 from robcurve.errors import RobcurveError
+from robcurve.leaderboard import import_robustbench, load_entries
+from robcurve.leaderboard.io import SAMPLES_SUFFIX, entry_files
+from robcurve.leaderboard.schema import DATASETS, THREAT_MODELS
+from robcurve.run.config import load_config
 
 lb_app = typer.Typer(no_args_is_help=False, invoke_without_command=True,
                      help="Show, render, verify and import leaderboard entries (leaderboards/).")
@@ -20,8 +25,6 @@ FORMATS = ("table", "markdown", "csv", "latex", "html", "json")
 def check_board_names(dataset: str | None, threat: str | None) -> None:
     """Unknown dataset / threat model names get one message with the closest known name."""
     import difflib
-
-    from robcurve.leaderboard.schema import DATASETS, THREAT_MODELS
 
     for value, known, what, flag in ((dataset, DATASETS, "dataset", "--dataset"), (threat, THREAT_MODELS, "threat model", "--threat")):
         if value is not None and value not in known:
@@ -41,7 +44,7 @@ def show(
     """Print the ranking (RobustBench's rule: robust, then clean accuracy) and the relations across models."""
     if ctx.invoked_subcommand is not None:
         return
-    from robcurve.leaderboard import load_entries
+    # deferred: numpy, pandas (robcurve --help and light commands stay fast)
     from robcurve.leaderboard.render import (
         csv_text,
         html_page,
@@ -85,7 +88,7 @@ def show(
 @lb_app.command("render")
 def render(root: Annotated[Path, ROOT_OPT] = Path("leaderboards")) -> None:
     """Write README.md, index.html, leaderboard.csv, leaderboard.tex, relations.json and plots into the folder."""
-    from robcurve.leaderboard import load_entries
+    # deferred: numpy, pandas (robcurve --help and light commands stay fast)
     from robcurve.leaderboard.render import render_all
 
     entries = load_entries(root)
@@ -106,7 +109,7 @@ def relations_cmd(
     """Curvedness against attack distances and calibration across models, with n and intervals."""
     import json
 
-    from robcurve.leaderboard import load_entries
+    # deferred: numpy, pandas (robcurve --help and light commands stay fast)
     from robcurve.leaderboard.render import (
         matched_pairs,
         matched_verdict,
@@ -150,7 +153,7 @@ def verify(
     root: Annotated[Path, ROOT_OPT] = Path("leaderboards"),
 ) -> None:
     """Re-check submitted entries: digests, every ranked field from the per-sample results, re-measured samples."""
-    from robcurve.leaderboard.io import entry_files
+    # deferred: numpy (robcurve --help and light commands stay fast)
     from robcurve.leaderboard.submit import check_args, verify_entry
 
     check_args(verify_n=n, rtol=rtol, atol=atol)
@@ -189,8 +192,8 @@ def verify(
 @lb_app.command("protocol")
 def protocol_cmd(config: Annotated[Path, typer.Argument(help="the run config that defines a board, e.g. configs/leaderboard-fmnist.yaml")]) -> None:
     """Print the protocol digest of a config (what a board's protocol.yaml names)."""
+    # deferred: numpy (robcurve --help and light commands stay fast)
     from robcurve.leaderboard.submit import protocol_digest
-    from robcurve.run.config import load_config
 
     cfg = load_config(config, {"model": "zoo:vit-fmnist"})
     typer.echo(f"config: {config}\ndigest: {protocol_digest(cfg.model_dump())}")
@@ -205,8 +208,6 @@ def import_cmd(
     root: Annotated[Path, ROOT_OPT] = Path("leaderboards"),
 ) -> None:
     """Import RobustBench model_info files as rows (accuracies filled, robcurve columns empty, marked imported)."""
-    from robcurve.leaderboard import import_robustbench
-
     for p in import_robustbench(src, root, dataset, threat, family):
         typer.echo(f"imported {p}")
 
@@ -228,7 +229,7 @@ def submit(
     root: Annotated[Path, ROOT_OPT] = Path("leaderboards"),
 ) -> None:
     """Validate and verify a finished run, then write its leaderboard entry (and say what to commit)."""
-    from robcurve.leaderboard.io import SAMPLES_SUFFIX
+    # deferred: numpy (robcurve --help and light commands stay fast)
     from robcurve.leaderboard.submit import submit as _submit
 
     path, e = _submit(run_dir, root, entry_id=entry_id, name=name, authors=authors, venue=venue, link=link,
@@ -264,6 +265,4 @@ BIBTEX = """@inproceedings{kim2024curved,
 
 def cite() -> None:
     """Print BibTeX entries for the paper robcurve measures and for robcurve itself."""
-    import robcurve
-
     typer.echo(BIBTEX.replace("VERSION", robcurve.__version__), nl=False)

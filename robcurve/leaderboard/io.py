@@ -22,6 +22,7 @@ from robcurve.leaderboard.integrity import (
     read_text,
 )
 from robcurve.leaderboard.schema import SAFE_ID, Entry
+from robcurve.run.store import atomic_write_bytes, atomic_write_text
 
 DEFAULT_ROOT = Path("leaderboards")
 SAMPLES_SUFFIX = ".samples.jsonl.gz"
@@ -127,15 +128,11 @@ def load_entries(root: str | Path = DEFAULT_ROOT, dataset: str | None = None, th
 
 
 def write_json(path: Path, obj: Any) -> None:
-    from robcurve.run.store import atomic_write_text
-
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, json.dumps(obj, indent=2, allow_nan=False) + "\n")
 
 
 def write_samples(path: Path, rows: list[tuple[int, int, str, int, dict]], meta: dict[str, Any]) -> None:
-    from robcurve.run.store import atomic_write_bytes
-
     atomic_write_bytes(path, samples_bytes(rows, meta))
 
 

@@ -22,7 +22,11 @@ import numpy as np
 import pandas as pd
 
 from robcurve import stats
+from robcurve.errors import RobcurveError
+from robcurve.leaderboard.io import SAMPLES_SUFFIX, read_samples
 from robcurve.leaderboard.schema import Entry
+from robcurve.run.metrics import METRICS, load_all
+from robcurve.run.store import atomic_write_bytes, atomic_write_text, json_safe
 
 CURVATURE = "headline_curvedness"  # bw_curvedness_median (boundary-relative) where measured, else curvedness_median
 HEADLINE_SOURCES = ("bw_curvedness_median", "curvedness_median")
@@ -34,8 +38,6 @@ BOOT = 2000
 
 def columns() -> list[tuple[str, str | None]]:
     """(metric, condition) of every leaderboard column, from the registry; ``None`` = its only condition."""
-    from robcurve.run.metrics import METRICS, load_all
-
     load_all()
     out = []
     for n in METRICS.names_in_order():
@@ -46,8 +48,6 @@ def columns() -> list[tuple[str, str | None]]:
 
 
 def _meta(metric: str) -> Any:
-    from robcurve.run.metrics import METRICS, load_all
-
     load_all()
     return METRICS.get(metric)
 
@@ -154,7 +154,7 @@ def _full_acc(e: Entry) -> float | None:
         return None
     extra = e.robcurve.model.get("extra") or {}
     if extra.get("epoch") is not None:  # a series checkpoint: its own accuracy, from the zoo card's series
-        from robcurve.errors import RobcurveError
+        # deferred: safetensors, torch, needed only here
         from robcurve.zoo import card
 
         try:
@@ -209,6 +209,7 @@ def full_test_accuracy(df: pd.DataFrame) -> tuple[np.ndarray, str]:
 
 def relations(df: pd.DataFrame, seed: int = 0) -> list[Relation]:
     """Spearman(curvedness, Y) across verified models (training-series rows left out), exact permutation p."""
+    # deferred: scipy, needed only here
     from robcurve import acrossmodels as A
 
     if df.empty or CURVATURE not in df:
@@ -237,6 +238,7 @@ def relations(df: pd.DataFrame, seed: int = 0) -> list[Relation]:
 
 
 def relation_verdict(r: Relation) -> str:
+    # deferred: scipy, needed only here
     from robcurve import acrossmodels as A
 
     if r.n < 4:
@@ -261,6 +263,7 @@ SEED_GROUP = re.compile(r"^(.*)-s\d+$")  # population ids <arch>-s<seed>
 
 def family_contrasts(df: pd.DataFrame, seed: int = 0) -> list[dict[str, Any]]:
     """Median headline curvedness of one family minus another, models as the unit (exact permutation p)."""
+    # deferred: scipy, needed only here
     from robcurve import acrossmodels as A
 
     base = df[(df["series"] == "") & (df["status"] == "verified") & (df["flags"] == "")]
@@ -299,8 +302,6 @@ def seed_spread(df: pd.DataFrame, cols: list[str] | None = None) -> pd.DataFrame
 
 def per_sample_frame(entries: list[Entry], root: Path) -> pd.DataFrame:
     """Per-sample window curvedness, travel distance and DeepFool L2 of every verified entry (from its samples file)."""
-    from robcurve.leaderboard.io import SAMPLES_SUFFIX, read_samples
-
     recs = []
     for e in entries:
         if e.robcurve is None or e.status() != "verified" or e.robcurve.series or e.robcurve.flags:
@@ -325,6 +326,7 @@ def per_sample_frame(entries: list[Entry], root: Path) -> pd.DataFrame:
 
 def mixed_relations(entries: list[Entry], root: Path) -> list[dict[str, Any]]:
     """Per-sample curvedness -> log distance, a random intercept per model, family and full-split accuracy fixed."""
+    # deferred: scipy, needed only here
     from robcurve import acrossmodels as A
 
     ps = per_sample_frame(entries, root)
@@ -766,8 +768,6 @@ def html_page(df: pd.DataFrame, rels_by: dict[tuple[str, str], list[Relation]], 
 def render_all(entries: list[Entry], out: Path) -> list[Path]:
     """Write README.md, index.html (+ plotly.min.js), leaderboard.csv, leaderboard.tex, relations.json and plots."""
     import json
-
-    from robcurve.run.store import atomic_write_bytes, atomic_write_text, json_safe
 
     df = tidy(entries)
     rels_by: dict[tuple[str, str], list[Relation]] = {}

@@ -17,6 +17,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
+from robcurve.leaderboard.integrity import content_digest
+
 THREAT_MODELS = ("Linf", "L2", "corruptions", "corruptions_3d")
 DATASETS = ("cifar10", "cifar100", "imagenet", "fashion-mnist")
 SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,119}$")
@@ -139,8 +141,6 @@ class Entry(BaseModel):
     def status(self) -> str:
         """'verified' (robcurve entry whose content digest holds), 'imported' (RobustBench numbers with
         their provenance), or 'unverified' (anything else: never ranked among verified entries)."""
-        from robcurve.leaderboard.integrity import content_digest
-
         if self.robcurve is None:
             return "imported" if self.source == "robustbench" and self.source_sha256 else "unverified"
         v = self.robcurve.verification

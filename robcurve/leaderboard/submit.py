@@ -44,12 +44,23 @@ from robcurve.leaderboard.io import (
     DEFAULT_ROOT,
     SAMPLES_SUFFIX,
     check_id,
+    entry_files,
     entry_path,
     parse_entry,
     read_entry,
     read_samples,
+    samples_bytes,
 )
 from robcurve.leaderboard.schema import Entry, Verification
+from robcurve.run.config import (
+    DIGEST_V1_FIELDS,
+    MACHINE_FIELDS,
+    RunConfig,
+    config_digest,
+    load_config,
+    portable_spec,
+)
+from robcurve.run.store import Store, atomic_write_text, json_safe
 
 RTOL, ATOL = 1e-3, 1e-4
 # Turning angles (degrees) are differences of features at a step of 1e-3 and more: float rounding
@@ -63,6 +74,7 @@ DETERMINISTIC_DIRECTIONS = {"fgsm", "deepfool"}
 
 def _per_sample(m: str, cfg: Any) -> bool:
     """Re-measure ``m`` on the chosen samples alone (else on their whole batch): the measurement's ``recheck``."""
+    # deferred: torch, needed only here
     from robcurve.run.measures import MEASUREMENTS
 
     rule = MEASUREMENTS.get(m).recheck
@@ -110,9 +122,11 @@ def remeasure(cfg: Any, stored: dict[tuple[str, int], dict], stored_model: dict,
     """Measure ``k`` seeded samples again and compare with ``stored`` ((measurement, sample) -> values)."""
     import torch
 
+    # deferred: torch, needed only here
     from robcurve.run.measures import MEASUREMENTS, Context
+
+    # deferred: safetensors, torch, needed only here
     from robcurve.run.runner import prepare
-    from robcurve.run.store import json_safe
 
     model, data, device = prepare(cfg, verbose=False)
     got = model.info.weights_sha256
@@ -237,8 +251,6 @@ PERFORMANCE_FIELDS = (("trajectory", "chunk_size"),)
 
 def protocol_digest(cfg_dump: dict[str, Any]) -> str:
     """The digest of a config without its model fields and performance settings: what every entry of a board shares."""
-    from robcurve.run.config import config_digest
-
     d = {k: (dict(v) if isinstance(v, dict) else v) for k, v in cfg_dump.items() if k not in MODEL_FIELDS}
     for sec, key in PERFORMANCE_FIELDS:
         if isinstance(d.get(sec), dict):
@@ -266,8 +278,6 @@ def board_protocol(root: Path, dataset: str, threat: str) -> dict[str, Any] | No
 
 def protocol_differences(cfg_dump: dict[str, Any], protocol_cfg: dict[str, Any]) -> list[str]:
     """The protocol fields (dotted) in which a run's config differs from the board's protocol config."""
-    from robcurve.run.config import DIGEST_V1_FIELDS
-
     out: list[str] = []
 
     def walk(a: Any, b: Any, path: str) -> None:
@@ -286,8 +296,6 @@ def protocol_differences(cfg_dump: dict[str, Any], protocol_cfg: dict[str, Any])
 
 
 def _check_protocol(cfg: Any, root: Path, dataset: str, threat: str) -> dict[str, Any] | None:
-    from robcurve.run.config import MACHINE_FIELDS, load_config
-
     proto = board_protocol(root, dataset, threat)
     if proto is None:
         return None
@@ -313,7 +321,7 @@ def _chance(num_classes: Any) -> float:
 
 def public_meta(meta: dict[str, Any]) -> dict[str, Any]:
     """The store's meta as it ships with an entry: no machine paths (folders, devices, weights' location)."""
-    from robcurve.run.config import MACHINE_FIELDS, portable_spec
+    # deferred: pandas, needed only here
     from robcurve.run.summary import public_model_info
 
     out = dict(meta)
@@ -343,10 +351,10 @@ def submit(run_dir: str | Path, root: str | Path = DEFAULT_ROOT, *, entry_id: st
     the board); then seeded samples are re-measured; then, holding the board's lock, the
     per-sample file and the entry are staged and moved into place (samples first).
     """
-    from robcurve.leaderboard.io import entry_files, samples_bytes
-    from robcurve.run.config import RunConfig
+    # deferred: safetensors, torch, needed only here
     from robcurve.run.runner import slug
-    from robcurve.run.store import Store
+
+    # deferred: pandas, needed only here
     from robcurve.run.summary import build, entry, missing_rows
 
     check_args(verify_n=verify_n, rtol=rtol, atol=atol, max_batch=max_batch)
@@ -501,8 +509,7 @@ def verify_entry(path: str | Path, *, weights: str | None = None, model_dir: str
     ``sign`` (maintainers migrating an entry made before content digests): after 1-3 pass, write
     the content digest into the entry.
     """
-    from robcurve.run.config import RunConfig
-    from robcurve.run.store import atomic_write_text
+    # deferred: pandas, needed only here
     from robcurve.run.summary import RowSource, build, entry, public_model_info, results_digest
 
     check_args(verify_n=verify_n, rtol=rtol, atol=atol, max_batch=max_batch)

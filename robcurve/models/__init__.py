@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from robcurve.errors import RobcurveError, one_line
-from robcurve.models.wrapper import ModelInfo, RobcurveModel, as_robmodel
+from robcurve.models.wrapper import ModelInfo, RobcurveModel, as_robmodel, check_norm_stats
 from robcurve.naming import dataset_family  # noqa: F401  (re-exported: robcurve.models.dataset_family)
 from robcurve.registry import Registry
 
@@ -139,12 +139,10 @@ NORM_SOURCES = {"timm": "timm pretrained cfg of the architecture", "zoo": "zoo m
 
 def set_normalisation(model: RobcurveModel, source: str, mean: Any = None, std: Any = None) -> None:
     """Apply a mean/std override (if any) and record in ``info.extra`` which normalisation is used and why."""
-    from robcurve.models.wrapper import _check_norm_stats
-
     origin = NORM_SOURCES.get(source, f"the {source}: source")
     if mean is not None or std is not None:
         cur_m, cur_s = model.mean.flatten().tolist(), model.std.flatten().tolist()
-        m, s = _check_norm_stats(mean if mean is not None else cur_m, std if std is not None else cur_s, model.info)
+        m, s = check_norm_stats(mean if mean is not None else cur_m, std if std is not None else cur_s, model.info)
         model.mean = torch.tensor(m, dtype=model.mean.dtype, device=model.mean.device).view(1, -1, 1, 1)
         model.std = torch.tensor(s, dtype=model.std.dtype, device=model.std.device).view(1, -1, 1, 1)
         origin = "--mean/--std (config mean/std)"

@@ -24,7 +24,9 @@ from typing import Any
 
 from robcurve.errors import ModelError, RobcurveError, one_line
 from robcurve.models.common import guess_family, load_into, read_state_dict, sha256_file
+from robcurve.models.timm_source import create, infer_kwargs
 from robcurve.models.wrapper import ModelInfo, RobcurveModel
+from robcurve.registry import import_target
 
 SIDECAR_FIELDS = {"arch": "str", "kwargs": "object", "mean": "list of numbers", "std": "list of numbers",
                   "dataset": "str", "input_size": "list of 3 integers", "name": "str", "description": "str"}
@@ -102,6 +104,7 @@ def load_file_model(path: str, arch: str | None = None, model_kwargs: dict[str, 
     a = meta["arch"]
     sd = read_state_dict(p)
     if a.startswith("zoo:"):
+        # deferred: safetensors, needed only here
         from robcurve.zoo.archs import ARCHS, build
 
         if kwargs:
@@ -112,8 +115,6 @@ def load_file_model(path: str, arch: str | None = None, model_kwargs: dict[str, 
         net = build(a[4:])
     else:
         import timm
-
-        from robcurve.models.timm_source import create, infer_kwargs
 
         if not timm.is_model(a):
             raise ModelError(f"unknown timm architecture {a!r} in the sidecar of {p}", fix="use a name from timm.list_models()")
@@ -181,8 +182,6 @@ def load_py_model(target: str, **kw: Any) -> RobcurveModel:
     ``py:mymod:make`` finds ``./mymod.py``. The factory is called with no arguments.
     """
     from torch import nn
-
-    from robcurve.registry import import_target
 
     with _cwd_on_path():
         factory = import_target(target)

@@ -93,7 +93,7 @@ class RobcurveModel(nn.Module):
         if not isinstance(net, nn.Module):
             raise ModelError(f"a RobcurveModel wraps a torch nn.Module, got {type(net).__name__}", fix="pass the network module")
         self.net = net
-        mean_l, std_l = _check_norm_stats(mean, std, info)
+        mean_l, std_l = check_norm_stats(mean, std, info)
         c = len(mean_l)
         mean_t = torch.tensor(mean_l, dtype=torch.float32).view(1, -1, 1, 1)
         std_t = torch.tensor(std_l, dtype=torch.float32).view(1, -1, 1, 1)
@@ -250,7 +250,7 @@ class RobcurveModel(nn.Module):
         return self.mean.dtype
 
 
-def _check_norm_stats(mean: Sequence[float] | None, std: Sequence[float] | None,
+def check_norm_stats(mean: Sequence[float] | None, std: Sequence[float] | None,
                       info: ModelInfo | None) -> tuple[list[float], list[float]]:
     """Mean and std as float lists of one length (default 0 and 1); ModelError if they do not fit."""
     name = (info.spec or info.name) if info else ""

@@ -10,6 +10,7 @@ import typer
 
 def _overrides(n: int | None, seed: int | None, batch_size: int | None, device: str | None, dataset: str | None,
                measurements: str | None, attack: str | None, set_: list[str] | None) -> dict[str, Any]:
+    # deferred: pydantic, yaml (robcurve --help and light commands stay fast)
     from robcurve.run.config import merge, parse_set
 
     over: dict[str, Any] = {k: v for k, v in dict(n=n, seed=seed, batch_size=batch_size, device=device,
@@ -47,8 +48,13 @@ def track_cmd(
     resume); then track.csv (metric rows with condition epoch=k), track.md, track.png (each
     statistic against epoch, all series on one figure) and track.json.
     """
+    # deferred: numpy, pandas, pydantic, yaml (robcurve --help and light commands stay fast)
     from robcurve.reproduce.track import parse_series, track
+
+    # deferred: pydantic, yaml (robcurve --help and light commands stay fast)
     from robcurve.run.config import SHIPPED, load_config, merge
+
+    # deferred: numpy, pydantic, safetensors, torch, tqdm, yaml (robcurve --help and light commands stay fast)
     from robcurve.run.runner import slug
 
     over = _overrides(n, seed, batch_size, device, dataset, measurements, attack, set_)
@@ -95,11 +101,13 @@ def reproduce_cmd(
     --from-files DIR rebuilds the report from them byte for byte without any model. Each claim
     is tested with models as the unit where it is about models, Holm-corrected over all rows.
     """
+    # deferred: numpy, pandas, pydantic, scipy, yaml (robcurve --help and light commands stay fast)
     from robcurve.reproduce.study import build_report, verdict_table
 
     if from_files is not None:
         res = build_report(from_files, report)  # --report: write the rebuilt report elsewhere
     else:
+        # deferred: numpy, pydantic, yaml (robcurve --help and light commands stay fast)
         from robcurve.reproduce.paper import reproduce
 
         res = reproduce(board=board, dataset=dataset, threat=threat, report_dir=report, out=out,

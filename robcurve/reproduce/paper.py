@@ -20,7 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from robcurve.errors import RobcurveError
-from robcurve.run.config import SHIPPED, RunConfig
+from robcurve.leaderboard.io import write_samples
+from robcurve.leaderboard.submit import board_protocol, protocol_digest, shipped_rows
+from robcurve.run.config import SHIPPED, RunConfig, load_config
+from robcurve.run.store import Store
 
 DEFAULT_BOARD = "leaderboards/population"
 DEFAULT_CONFIG = "population-fmnist.yaml"  # the population board's protocol
@@ -43,6 +46,7 @@ def track_config(cfg: RunConfig, n: int | None = None, device: str | None = None
 def series_specs(series: list[str] | None, quick: bool) -> list[str]:
     """The zoo series from epoch 1 (the initialisation is not a trained model): every shipped checkpoint, or in the
     quick mode the first, a middle and the last."""
+    # deferred: safetensors, torch, needed only here
     from robcurve.zoo import card, zoo_names
 
     if series is not None:
@@ -62,9 +66,7 @@ def series_specs(series: list[str] | None, quick: bool) -> list[str]:
 
 def export_run(run_dir: Path, path: Path) -> None:
     """A finished run's per-sample rows and public meta as a ``.samples.jsonl.gz`` (the leaderboard's format)."""
-    from robcurve.leaderboard.io import write_samples
-    from robcurve.leaderboard.submit import shipped_rows
-    from robcurve.run.store import Store
+    # deferred: pandas, needed only here
     from robcurve.run.summary import missing_rows
 
     store = Store(Path(run_dir) / "results.sqlite")
@@ -88,10 +90,13 @@ def reproduce(*, board: str | Path = DEFAULT_BOARD, dataset: str = "fashion-mnis
 
     Returns :func:`robcurve.reproduce.study.build_report`'s dict plus ``elapsed_s``.
     """
-    from robcurve.leaderboard.submit import board_protocol
+    # deferred: pandas, scipy, needed only here
     from robcurve.reproduce.study import build_report, write_manifest
+
+    # deferred: pandas, needed only here
     from robcurve.reproduce.track import parse_series, track
-    from robcurve.run.config import load_config
+
+    # deferred: safetensors, torch, needed only here
     from robcurve.run.runner import slug
 
     t0 = time.time()
@@ -131,6 +136,4 @@ def reproduce(*, board: str | Path = DEFAULT_BOARD, dataset: str = "fashion-mnis
 
 
 def _protocol_digest(cfg: RunConfig) -> str:
-    from robcurve.leaderboard.submit import protocol_digest
-
     return protocol_digest(cfg.model_dump())

@@ -36,6 +36,15 @@ import pandas as pd
 
 from robcurve import acrossmodels as A
 from robcurve.errors import RobcurveError
+from robcurve.leaderboard.io import SAMPLES_SUFFIX, load_entries, read_samples
+from robcurve.leaderboard.render import (
+    CURVATURE,
+    full_test_accuracy,
+    mixed_relations,
+    relations,
+    tidy,
+)
+from robcurve.run.summary import RowSource, frames
 
 MANIFEST = "inputs.json"
 FORMAT = 2  # inputs.json / report.json format (1: the report made from gitignored run folders)
@@ -61,8 +70,6 @@ def write_manifest(report_dir: str | Path, board: str | Path, dataset: str, thre
     ``track``: dicts with series, family, epoch, model and ``file`` (a per-sample file under the
     report folder). Paths are relative to the report folder.
     """
-    from robcurve.leaderboard.io import SAMPLES_SUFFIX, load_entries
-
     rdir = Path(report_dir)
     rdir.mkdir(parents=True, exist_ok=True)
     entries = [e for e in load_entries(board, dataset, threat)
@@ -97,10 +104,6 @@ class Study:
 
 def load_study(report_dir: str | Path) -> Study:
     """Read ``inputs.json`` and every file it names, checking each file's sha256 first."""
-    from robcurve.leaderboard.io import load_entries, read_samples
-    from robcurve.leaderboard.render import tidy
-    from robcurve.run.summary import RowSource, frames
-
     rdir = Path(report_dir)
     mp = rdir / MANIFEST
     if not mp.is_file():
@@ -270,13 +273,6 @@ def _contrast_row(rid: str, finding: str, claim: str, df: pd.DataFrame, col: str
 
 def analyse(st: Study) -> tuple[list[Row], dict[str, Any]]:
     """Every verdict and context row of the report, and the context tables."""
-    from robcurve.leaderboard.render import (
-        CURVATURE,
-        full_test_accuracy,
-        mixed_relations,
-        relations,
-    )
-
     df = st.df.reset_index(drop=True)
     W = {i: _within(st.frames[i]) for i in df["id"]}
     for k in sorted(set().union(*W.values())):

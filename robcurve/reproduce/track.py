@@ -34,6 +34,8 @@ import pandas as pd
 
 from robcurve.errors import RobcurveError
 from robcurve.run.config import RunConfig
+from robcurve.run.results import load_run
+from robcurve.run.store import atomic_write_bytes, atomic_write_text
 
 CKPT_SUFFIXES = (".safetensors", ".pt", ".pth")
 
@@ -84,6 +86,7 @@ class TrackResult:
         against), exact permutation p (up to 9 checkpoints, else seeded draws), Holm over the rows;
         and, per metric, the Transformer − CNN difference of the series' rho (descriptive: one series
         per model)."""
+        # deferred: scipy, needed only here
         from robcurve import acrossmodels as A
 
         recs = []
@@ -109,6 +112,7 @@ def _epoch_of(name: str, default: int) -> int:
 
 
 def _zoo_series(name: str, epochs: str | None) -> list[Checkpoint]:
+    # deferred: safetensors, torch, needed only here
     from robcurve.zoo import card
 
     c = card(name)
@@ -197,6 +201,7 @@ def track(series: list[Checkpoint] | list[str], cfg: RunConfig, out: str | Path,
         out: the track folder; checkpoint runs go to ``<out>/<series>/epoch_<k>/``.
         summarize: write each checkpoint run's own summary and plots (the track reads the stores either way).
     """
+    # deferred: safetensors, torch, needed only here
     from robcurve.run.runner import run, slug
 
     t0 = time.time()
@@ -218,8 +223,6 @@ def track(series: list[Checkpoint] | list[str], cfg: RunConfig, out: str | Path,
 
 def load_track(out: str | Path, runs: list[tuple[Checkpoint, Path]] | None = None) -> TrackResult:
     """Read a track folder back (from its ``track.json`` index, or the given runs) with :func:`robcurve.load_run`."""
-    from robcurve.run.results import load_run
-
     out = Path(out)
     if runs is None:
         idx = out / "track.json"
@@ -345,8 +348,6 @@ def figure(res: TrackResult) -> Any:
 def write_outputs(res: TrackResult) -> list[str]:
     """``track.csv`` (tidy rows), ``track.md``, ``track.png`` and ``track.json`` (the index) in the track folder."""
     import matplotlib.pyplot as plt
-
-    from robcurve.run.store import atomic_write_bytes, atomic_write_text
 
     out = res.out
     atomic_write_text(out / "track.csv", res.table.to_csv(index=False))

@@ -38,6 +38,7 @@ SHIPPED = Path(__file__).resolve().parents[2] / "configs"  # the repository's co
 
 def _measurements():
     """The measurement registry (imported lazily: it imports torch)."""
+    # deferred: torch, needed only here
     from robcurve.run.measures import MEASUREMENTS
 
     return MEASUREMENTS
@@ -230,6 +231,7 @@ class CalibrationCfg(Section):
     @field_validator("corruptions")
     @classmethod
     def _names(cls, v: list[str]) -> list[str]:
+        # deferred: safetensors, torch, needed only here
         from robcurve.data.corruptions import CORRUPTIONS, NOT_IMPLEMENTED
 
         for name in v:
@@ -376,6 +378,7 @@ class RunConfig(Strict):
     @field_validator("attack")
     @classmethod
     def _attack(cls, v: str) -> str:
+        # deferred: torch, needed only here
         from robcurve.run.measures import attack_names
 
         names = attack_names()
@@ -399,6 +402,7 @@ class RunConfig(Strict):
 
     def all_measurements(self) -> list[str]:
         """The configured measurements plus ``clean`` and the one ``attack`` names, in run order."""
+        # deferred: torch, needed only here
         from robcurve.run.measures import ordered
 
         ms = set(self.measurements) | {"clean"}
@@ -716,6 +720,7 @@ def _cross_checks(cfg: RunConfig) -> list[tuple[tuple[str, ...], str]]:
     if not _DEVICE.fullmatch(cfg.device.strip()):
         problems.append((("device",), f"unknown device {cfg.device!r}; use cpu, cuda, cuda:N or mps"))
     if cfg.max_memory is not None:
+        # deferred: torch, needed only here
         from robcurve.memory import parse_memory
 
         try:
@@ -737,12 +742,16 @@ def _cross_checks(cfg: RunConfig) -> list[tuple[tuple[str, ...], str]]:
 def _names_exist(cfg: RunConfig) -> list[tuple[tuple[str, ...], str]]:
     """The dataset (or corrupted view) is registered and a model alias resolves for it: checked
     here so that a typo is reported before anything is loaded or written."""
+    # deferred: safetensors, torch, needed only here
     import robcurve.data  # noqa: F401  (registers the datasets)
+
+    # deferred: safetensors, torch, needed only here
     from robcurve.data.base import DATASETS
 
     problems: list[tuple[tuple[str, ...], str]] = []
     try:
         if "-c:" in cfg.dataset:
+            # deferred: safetensors, torch, needed only here
             from robcurve.data.corruptions import parse_corrupted_name
 
             base = parse_corrupted_name(cfg.dataset)[0]
@@ -753,6 +762,7 @@ def _names_exist(cfg: RunConfig) -> list[tuple[tuple[str, ...], str]]:
     except RobcurveError as e:
         problems.append((("dataset",), e.what))
         return problems
+    # deferred: torch, needed only here
     from robcurve.models import resolve_spec
 
     try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 
 def _rows() -> tuple[list[tuple], list[tuple]]:
+    # deferred: pandas, torch, needed only here
     from robcurve.run import measures, metrics
 
     ms = measures.describe()
@@ -26,6 +27,7 @@ def metrics_tables(fmt: str = "simple") -> str:
 def metrics_markdown() -> str:
     from tabulate import tabulate
 
+    # deferred: pandas, needed only here
     from robcurve.run.metrics import AGGREGATORS
 
     ms, mt = _rows()

@@ -37,9 +37,11 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
+from robcurve.geometry import layer_profile
 from robcurve.naming import grid_step
 from robcurve.run.measures import Context, Measurement, direction
 from robcurve.run.metrics import Inputs, metric
+from robcurve.run.store import save_png
 
 if TYPE_CHECKING:  # pragma: no cover
     from torch import Tensor
@@ -84,8 +86,6 @@ def _num(v: Any) -> float | None:
 
 def run_layers(ctx: Context, start: int, x: Tensor, y: Tensor, split_idx: Tensor) -> list[dict]:
     """Measurement run function: the layer profile of the batch along the run's direction."""
-    from robcurve.geometry import layer_profile
-
     s = settings(ctx.cfg)
     n = len(y)
     k = n if s["max_samples"] is None else max(0, min(n, s["max_samples"] - start))
@@ -250,7 +250,6 @@ def plot_layers(frames: Mapping[str, pd.DataFrame], cfg: Any, out_dir: str | Pat
     """Summary hook: write ``layers.png`` (drawn from the stored rows only); return the file names written."""
     if "layers" not in frames or not layer_index(frames["layers"]):
         return []
-    from robcurve.run.store import save_png
 
     fig = draw_layers(frames["layers"], cfg)
     save_png(fig, Path(out_dir) / "layers.png")

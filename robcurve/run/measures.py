@@ -27,6 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from robcurve.attacks import run_attack
+from robcurve.geometry import get_direction
 from robcurve.memory import attack_batch_cap
 from robcurve.registry import Registry
 
@@ -135,8 +137,6 @@ def direction(ctx: Context, start: int, x: Tensor, y: Tensor) -> Tensor:
     """The batch's direction of travel (computed once per batch, shared by the measurements)."""
     key = f"dir:{start}"
     if key not in ctx.cache:
-        from robcurve.geometry import get_direction
-
         ctx.cache[key] = get_direction(ctx.model, x, y, kind=ctx.cfg.direction.kind, seed=ctx.batch_seed(start),
                                        **ctx.cfg.direction_options())
     return ctx.cache[key]
@@ -161,8 +161,6 @@ def run_pgd(ctx: Context, start: int, x: Tensor, y: Tensor, eps: float) -> Any:
     """PGD at budget ``eps`` with the run's settings, backend and batch seed (cached per batch)."""
     key = f"pgd:{start}:{eps!r}"
     if key not in ctx.cache:
-        from robcurve.attacks import run_attack
-
         p = ctx.cfg.pgd
         ctx.cache[key] = run_attack("pgd", ctx.model, x, y, backend=ctx.cfg.attack_backend, eps=eps, norm=p.norm,
                                     steps=p.steps, step_size=p.step_size, random_start=p.random_start,

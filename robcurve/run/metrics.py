@@ -406,6 +406,7 @@ def describe() -> pd.DataFrame:
 
 def load_all() -> None:
     """Register the metrics of every measurement module (each registers them when first imported)."""
+    # deferred: torch, needed only here
     from robcurve.run.measures import (
         load_all as load_measurements,  # deferred: torch, for metric tables only
     )

@@ -17,6 +17,8 @@ import pandas as pd
 from robcurve.errors import RobcurveError
 from robcurve.run.config import RunConfig
 from robcurve.run.metrics import Row, rows_dataframe
+from robcurve.run.store import Store
+from robcurve.run.summary import build, entry, samples_frame
 
 
 def find_row(rows: Iterable[Row | Mapping[str, Any]], metric: str, condition: str | None = None) -> Any:
@@ -87,9 +89,6 @@ class RunResults:
 
 def load_run(path: str | Path) -> RunResults:
     """Load a run folder written by ``robcurve bench`` (its ``results.sqlite``); no model is loaded."""
-    from robcurve.run.store import Store
-    from robcurve.run.summary import build, entry, samples_frame
-
     p = Path(path)
     db = p / "results.sqlite" if p.is_dir() else p
     if not db.is_file():

@@ -28,13 +28,16 @@ from tqdm.auto import tqdm
 
 import robcurve
 from robcurve.cpu import allowed_cpus, wait_policy_note
-from robcurve.data.base import SampleSet, load_dataset
-from robcurve.errors import RobcurveError
+from robcurve.data.base import DATASETS, SampleSet, load_dataset
+from robcurve.errors import ModelError, RobcurveError
+from robcurve.memory import describe, set_memory_budget
 from robcurve.models import load_model, resolve_spec
 from robcurve.models.wrapper import RobcurveModel
+from robcurve.run import shard
 from robcurve.run.config import RunConfig
 from robcurve.run.measures import MEASUREMENTS, Context
 from robcurve.run.store import Store, atomic_write_text, run_lock
+from robcurve.validate import check_model_on_data
 
 CODE_VERSION = robcurve.__version__
 #: measurements that read the penultimate features (checked before the run starts)
@@ -118,11 +121,9 @@ def prepare(cfg: RunConfig, verbose: bool = True) -> tuple[RobcurveModel, Sample
     if cfg.autocast != "none":
         model.autocast_dtype = torch.bfloat16 if cfg.autocast == "bf16" else torch.float16
     data = load_dataset(cfg.dataset, split=cfg.split, n=cfg.n, seed=cfg.seed, data_dir=cfg.data_dir)
-    from robcurve.validate import check_model_on_data
 
     check_model_on_data(model, data.images, data.labels, dataset=cfg.dataset)
     check_classes_and_chance(model, data, cfg, verbose)
-    from robcurve.memory import set_memory_budget
 
     set_memory_budget(cfg.max_memory)  # recorded in the store's meta (machine), not printed
     return model, data, device
@@ -131,9 +132,6 @@ def prepare(cfg: RunConfig, verbose: bool = True) -> tuple[RobcurveModel, Sample
 def check_classes_and_chance(model: RobcurveModel, data: SampleSet, cfg: RunConfig, verbose: bool) -> None:
     """The model's class count must equal the dataset's; clean accuracy at or below chance on the first
     batch gets a warning (a wrong normalisation or label order). Prints the normalisation in use."""
-    from robcurve.data.base import DATASETS
-    from robcurve.errors import ModelError
-
     base = cfg.dataset.split("-c:")[0]
     want = DATASETS.get(base).num_classes if base in DATASETS else None
     x = data.images[: min(len(data), cfg.batch_size, 64)].to(model.device, model.dtype)
@@ -198,7 +196,7 @@ def run(cfg: RunConfig, *, fresh: bool = False, progress: bool | None = None, ve
     Under a torch.distributed launcher (``torchrun``) the batches are split across ranks
     (see :mod:`robcurve.run.shard`); rank 0 merges the shards and writes the outputs.
     """
-    from robcurve.run import shard
+    # deferred: pandas, needed only here
     from robcurve.run.summary import write_outputs
 
     t0 = time.time()
@@ -276,7 +274,6 @@ def _measure(store: Store, out: Path, cfg: RunConfig, model: RobcurveModel, data
         raise RobcurveError(f"the run in {out} was made with other weights (sha256 {old['weights_sha256'][:12]}…, "
                             f"now {new['weights_sha256'][:12]}…)", where=str(out),
                             fix="rerun with --fresh to start over, or choose another --out")
-    from robcurve.memory import describe
 
     store.set_meta(model=model.info.to_dict(), dataset={"name": data.name, "split": data.split, "source": data.source,
                                                           "n": len(data)}, machine={"memory": describe(device)})

@@ -20,6 +20,9 @@ from pathlib import Path
 
 import torch
 
+from robcurve.errors import RobcurveError
+from robcurve.run.store import Store
+
 
 @dataclass(frozen=True)
 class Dist:
@@ -42,8 +45,6 @@ def from_env() -> Dist:
         rank = int(os.environ.get("RANK", "0"))
         local = int(os.environ.get("LOCAL_RANK", str(rank)))
     except ValueError:
-        from robcurve.errors import RobcurveError
-
         raise RobcurveError("RANK / WORLD_SIZE / LOCAL_RANK must be integers", fix="launch with torchrun") from None
     return Dist(rank, world, local)
 
@@ -76,8 +77,6 @@ def shard_path(out: Path, dist: Dist) -> Path:
 
 def merge(out: Path, world: int, target: Path) -> int:
     """Copy every shard's rows and meta into ``target`` (one transaction); return the rows merged."""
-    from robcurve.run.store import Store
-
     store = Store(target)
     n = 0
     try:

@@ -223,7 +223,10 @@ def plots(s: dict[str, Any], out: Path) -> list[str]:
 
     matplotlib.use("Agg")
 
+    # deferred: torch, needed only here
     from robcurve.calibration import calibration, reliability_diagram
+
+    # deferred: torch, needed only here
     from robcurve.run.measures import MEASUREMENTS, ordered
 
     fr, cfg = s["frames"], s["cfg"]

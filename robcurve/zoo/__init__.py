@@ -16,6 +16,9 @@ from typing import Any
 
 from robcurve.data.fashion_mnist import MEAN, STD  # noqa: F401  (the zoo's input normalisation)
 from robcurve.errors import RobcurveError
+from robcurve.models.common import load_into, sha256_file
+from robcurve.models.wrapper import ModelInfo, RobcurveModel
+from robcurve.zoo.archs import build
 
 ZOO_DIR = Path(__file__).parent
 CARDS = ZOO_DIR / "cards"
@@ -68,10 +71,6 @@ def load_zoo(name: str, epoch: int | None = None, verify: bool = True, **_):
     """Load zoo model ``name`` (optionally a series checkpoint) as a RobcurveModel in eval mode."""
     from safetensors.torch import load_file
 
-    from robcurve.models.common import load_into, sha256_file
-    from robcurve.models.wrapper import ModelInfo, RobcurveModel
-    from robcurve.zoo.archs import build
-
     c = card(name)
     path, sha = weight_file(c, epoch)
     if not path.is_file():
@@ -92,8 +91,6 @@ def load_zoo(name: str, epoch: int | None = None, verify: bool = True, **_):
 
 def verify_all() -> list[tuple[str, bool, str]]:
     """(file, ok, message) for every file named by every card."""
-    from robcurve.models.common import sha256_file
-
     out = []
     for name in zoo_names():
         c = card(name)

@@ -12,6 +12,7 @@ from typing import Any
 from torch import nn
 
 from robcurve.errors import RobcurveError
+from robcurve.registry import import_target
 
 ARCHS: dict[str, dict[str, Any]] = {
     "vit": {
@@ -83,8 +84,6 @@ ARCHS: dict[str, dict[str, Any]] = {
 
 def build(arch: str) -> nn.Module:
     """Build the raw network of a zoo architecture with timm's default initialisation."""
-    from robcurve.registry import import_target
-
     if arch not in ARCHS:
         raise RobcurveError(f"unknown zoo architecture {arch!r}", fix=f"choose one of {sorted(ARCHS)}")
     spec = ARCHS[arch]

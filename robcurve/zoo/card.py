@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
+from robcurve.attacks import pgd
 from robcurve.data.base import load_dataset
 from robcurve.models.common import sha256_file
 from robcurve.zoo import CARDS, MEAN, STD, WEIGHTS, ZOO_DIR
@@ -27,10 +28,6 @@ def _model(arch: str, path: Path):
 
 
 def robust_accuracy(model, data_dir: str | None) -> float | None:
-    try:
-        from robcurve.attacks import pgd
-    except ImportError:
-        return None
     ev = ROBUST_EVAL
     s = load_dataset("fashion-mnist", split="test", n=ev["n"], seed=ev["seed"], data_dir=data_dir)
     res = pgd(model, s.images, s.labels, ev["eps"], norm=ev["norm"], steps=ev["steps"], step_size=ev["step_size"],

@@ -16,6 +16,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
+from robcurve.geometry.ablation import ablation_curvature, has_attention, has_gates
 from robcurve.run.measurements.window import measured_prefix, window_pass
 from robcurve.run.measurements.window import settings as window_settings
 from robcurve.run.measures import Context, Measurement
@@ -33,8 +34,6 @@ class AblationCfg(BaseModel):
 
 
 def run_ablation(ctx: Context, start: int, x: Tensor, y: Tensor, split_idx: Tensor) -> list[dict]:
-    from robcurve.geometry.ablation import ablation_curvature, has_attention, has_gates
-
     n = len(y)
     k = measured_prefix(n, start, ctx.cfg.section(NAME).max_samples)
     rows: list[dict] = [{"measured": False} for _ in range(n)]

@@ -14,6 +14,8 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
+from robcurve.geometry import get_direction, travel_distance
+from robcurve.geometry.adaptive_jump import adaptive_jump
 from robcurve.run.measurements.window import measured_prefix, window_pass
 from robcurve.run.measurements.window import settings as window_settings
 from robcurve.run.measures import Context, Measurement
@@ -33,9 +35,6 @@ class AdaptiveJumpCfg(BaseModel):
 
 
 def run_adaptive(ctx: Context, start: int, x: Tensor, y: Tensor, split_idx: Tensor) -> list[dict]:
-    from robcurve.geometry import get_direction, travel_distance
-    from robcurve.geometry.adaptive_jump import adaptive_jump
-
     cfg = ctx.cfg.section(NAME)
     ws = window_settings(ctx.cfg)
     tr = ctx.cfg.travel

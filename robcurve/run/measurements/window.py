@@ -21,6 +21,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
 from robcurve import stats
+from robcurve.geometry import get_direction, travel_distance
+from robcurve.geometry.window import window_curvature
 from robcurve.run.measures import Context, Measurement, batched_logits, direction
 from robcurve.run.metrics import AGGREGATORS, Aggregated, Aggregator, Inputs, metric
 
@@ -61,9 +63,6 @@ def window_pass(ctx: Context, start: int, x: Tensor, y: Tensor) -> dict:
 
 
 def _window_pass(ctx: Context, start: int, x: Tensor, y: Tensor) -> dict:
-    from robcurve.geometry import get_direction, travel_distance
-    from robcurve.geometry.window import window_curvature
-
     s = settings(ctx.cfg)
     tr = ctx.cfg.travel
     logits = ctx.cache.get("clean_logits")
