@@ -112,9 +112,9 @@ def bench(
         return
     typer.echo(f"\n{res.model_info.get('spec')} on {cfg.dataset}: n={cfg.n}, {res.elapsed_s:.0f} s "
                f"({res.computed} sample-measurements computed, {res.skipped} reused)\n")
-    typer.echo(res.summary["table"])
+    typer.echo(res.summary.table)
     typer.echo(f"\nresults: {res.out}/ (results.sqlite, entry.json, summary.md/.csv/.json, samples.csv, "
-               f"{', '.join(res.summary['plots'])})")
+               f"{', '.join(res.summary.plots)})")
 
 
 @app.command()
@@ -126,7 +126,7 @@ def summarize(run_dir: Annotated[Path, typer.Argument(help="a run folder written
     from robcurve.run.summary import summarize as _summarize
 
     s = _summarize(run_dir, partial=partial, plots_on=plots)
-    typer.echo(s["markdown"])
+    typer.echo(s.markdown)
 
 
 @app.command()

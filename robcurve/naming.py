@@ -1,6 +1,27 @@
-"""Small shared rules that several layers need (no heavy imports): the dataset family and the grid step."""
+"""Small shared rules that several layers need (no heavy imports): the threat models and dataset families of
+the boards, the dataset family of a dataset and the grid step."""
 
 from __future__ import annotations
+
+from enum import StrEnum
+
+
+class ThreatModel(StrEnum):
+    """Threat models of a leaderboard (RobustBench's names); a member equals its string."""
+
+    LINF = "Linf"
+    L2 = "L2"
+    CORRUPTIONS = "corruptions"
+    CORRUPTIONS_3D = "corruptions_3d"
+
+
+class DatasetFamily(StrEnum):
+    """Dataset families of a leaderboard (a board's folder; :func:`dataset_family` maps a dataset to one)."""
+
+    CIFAR10 = "cifar10"
+    CIFAR100 = "cifar100"
+    IMAGENET = "imagenet"
+    FASHION_MNIST = "fashion-mnist"
 
 
 def dataset_family(dataset: str) -> str:

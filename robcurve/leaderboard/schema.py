@@ -13,14 +13,21 @@ from __future__ import annotations
 import math
 import re
 from fractions import Fraction
-from typing import Any, Literal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
+import robcurve
 from robcurve.leaderboard.integrity import content_digest
+from robcurve.naming import DatasetFamily, ThreatModel, dataset_family
+from robcurve.run.config import MACHINE_FIELDS, portable_spec
 
-THREAT_MODELS = ("Linf", "L2", "corruptions", "corruptions_3d")
-DATASETS = ("cifar10", "cifar100", "imagenet", "fashion-mnist")
+if TYPE_CHECKING:  # pragma: no cover
+    from robcurve.run.summary import RunSummary
+
+THREAT_MODELS = tuple(t.value for t in ThreatModel)
+DATASETS = tuple(d.value for d in DatasetFamily)
 SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,119}$")
 
 
@@ -204,3 +211,45 @@ class Entry(BaseModel):
         if self.reported is not None:
             return self.reported, "reported"
         return None, ""
+
+
+# -- the entry of a run ---------------------------------------------------------------------------
+def public_model_info(info: dict) -> dict:
+    """Model info without machine paths (a weights path keeps its file name only)."""
+    d = dict(info)
+    if d.get("weights"):
+        d["weights"] = Path(str(d["weights"])).name
+    spec = str(d.get("spec") or "")
+    if spec.startswith("file:"):
+        d["spec"] = "file:" + Path(spec[5:]).name
+    return d
+
+
+def entry_from_summary(s: RunSummary) -> Entry:
+    """The leaderboard entry of a run (RobustBench model_info fields plus the ``robcurve`` block), the one
+    place an entry is made: ``summarize`` writes it as entry.json, ``submit`` and ``verify`` rebuild it."""
+    cfg = s.cfg
+    info = public_model_info(s.model)
+    clean, pgd = s.row("clean_acc"), s.row("pgd_robust_acc")
+    backend = cfg.attack_backend
+    block = RobcurveBlock(
+        version=robcurve.__version__, model=info, dataset=s.dataset, n=s.n, sample_ids=s.sample_ids,
+        metrics=[MetricRow(**r.to_dict()) for r in s.rows], scale=s.scale, notes=s.notes, attack_backend=backend,
+        config={**cfg.model_dump(exclude=set(MACHINE_FIELDS)), "model": portable_spec(cfg.model)},
+        config_digest=cfg.digest(), results_digest=s.results_digest,
+        compute_s={k: round(v, 1) for k, v in sorted(s.compute_s.items())})
+    return Entry(
+        name=info.get("extra", {}).get("alias") or info.get("spec") or cfg.model,
+        authors="", venue="", paper="", architecture=info.get("arch", ""),
+        dataset=dataset_family(cfg.dataset), threat_model=cfg.threat_model,
+        eps=cfg.pgd_eps() if cfg.threat_model != "corruptions" else None,
+        clean_acc=round(100 * clean.value, 2) if clean is not None else None,
+        reported=None, autoattack_acc=None, additional_data=False, number_forward_passes=1,
+        footnote=(f"Robust accuracy: PGD-{cfg.pgd.steps} ({cfg.pgd.restarts} restart(s), {backend}) on {s.n} "
+                  "samples, not AutoAttack." if pgd else ""),
+        robcurve=block)
+
+
+def entry_json(e: Entry) -> dict[str, Any]:
+    """The entry as written to entry.json: the fields that were set, in the schema's order, strict JSON types."""
+    return e.model_dump(mode="json", exclude_unset=True)

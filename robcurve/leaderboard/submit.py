@@ -51,7 +51,7 @@ from robcurve.leaderboard.io import (
     read_samples,
     samples_bytes,
 )
-from robcurve.leaderboard.schema import Entry, Verification
+from robcurve.leaderboard.schema import Entry, Verification, public_model_info
 from robcurve.run.config import (
     DIGEST_V1_FIELDS,
     MACHINE_FIELDS,
@@ -120,13 +120,11 @@ def remeasure(cfg: Any, stored: dict[tuple[str, int], dict], stored_model: dict,
               k: int, seed: int, rtol: float = RTOL, atol: float = ATOL, max_batch: int = 32,
               progress: bool = False) -> Verification:
     """Measure ``k`` seeded samples again and compare with ``stored`` ((measurement, sample) -> values)."""
-    import torch
-
     # deferred: torch, needed only here
-    from robcurve.run.measures import MEASUREMENTS, Context
+    from robcurve.run.measures import Context
 
     # deferred: safetensors, torch, needed only here
-    from robcurve.run.runner import prepare
+    from robcurve.run.runner import measure_samples, prepare
 
     model, data, device = prepare(cfg, verbose=False)
     got = model.info.weights_sha256
@@ -162,10 +160,7 @@ def remeasure(cfg: Any, stored: dict[tuple[str, int], dict], stored_model: dict,
         else:
             skipped.append(f"{m} (seeded per batch; batch size {bs} > {max_batch})")
             continue
-        t = torch.tensor(idx)
-        x = data.images[t].to(device, model.dtype)
-        y = data.labels[t].to(device)
-        values = MEASUREMENTS.get(m).run(ctx, start, x, y, data.indices[t])
+        values = measure_samples(ctx, m, idx, start)  # the runner's own measuring step
         ctx.cache.clear()
         measured.append(m)
         for s, v in zip(idx, values, strict=True):
@@ -321,9 +316,6 @@ def _chance(num_classes: Any) -> float:
 
 def public_meta(meta: dict[str, Any]) -> dict[str, Any]:
     """The store's meta as it ships with an entry: no machine paths (folders, devices, weights' location)."""
-    # deferred: pandas, needed only here
-    from robcurve.run.summary import public_model_info
-
     out = dict(meta)
     if isinstance(out.get("model"), dict):
         out["model"] = public_model_info(out["model"])
@@ -355,7 +347,7 @@ def submit(run_dir: str | Path, root: str | Path = DEFAULT_ROOT, *, entry_id: st
     from robcurve.run.runner import slug
 
     # deferred: pandas, needed only here
-    from robcurve.run.summary import build, entry, missing_rows
+    from robcurve.run.summary import build, missing_rows
 
     check_args(verify_n=verify_n, rtol=rtol, atol=atol, max_batch=max_batch)
     if entry_id is not None:
@@ -378,11 +370,11 @@ def submit(run_dir: str | Path, root: str | Path = DEFAULT_ROOT, *, entry_id: st
         rows, meta = shipped_rows(store)
     finally:
         store.close()
-    cfg: RunConfig = s["cfg"]
+    cfg: RunConfig = s.cfg
     if meta["config_digest"] != cfg.digest():
         raise RobcurveError("the stored config does not match its digest (edited store?)", where=str(db),
                             fix="rerun robcurve bench --fresh")
-    e = entry(s)
+    e = s.entry()
     # the run folder's own outputs must say what the store says
     cfg_file = run_dir / "config.json"
     if cfg_file.is_file():
@@ -438,7 +430,7 @@ def submit(run_dir: str | Path, root: str | Path = DEFAULT_ROOT, *, entry_id: st
                                                           "other weights")
     stored = {(m, s_): v for s_, _, m, _, v in rows}
     seed = int(np.random.SeedSequence().entropy % (1 << 31)) if seed is None else seed
-    ver = remeasure(cfg, stored, model_info, s["sample_ids"], k=verify_n, seed=seed, rtol=rtol, atol=atol,
+    ver = remeasure(cfg, stored, model_info, s.sample_ids, k=verify_n, seed=seed, rtol=rtol, atol=atol,
                     max_batch=max_batch, progress=progress)
     # the entry
     e.update({"id": eid, "name": name or e["name"], "authors": authors, "venue": venue, "link": link, "paper": paper})
@@ -510,7 +502,7 @@ def verify_entry(path: str | Path, *, weights: str | None = None, model_dir: str
     the content digest into the entry.
     """
     # deferred: pandas, needed only here
-    from robcurve.run.summary import RowSource, build, entry, public_model_info, results_digest
+    from robcurve.run.summary import RowSource, build, results_digest
 
     check_args(verify_n=verify_n, rtol=rtol, atol=atol, max_batch=max_batch)
     p = Path(path)
@@ -533,7 +525,7 @@ def verify_entry(path: str | Path, *, weights: str | None = None, model_dir: str
     if cfg.digest() != ent.robcurve.config_digest or meta.get("config_digest") != cfg.digest():
         raise RobcurveError("the entry's config does not match its digest (changed config)", where=str(p),
                             fix="submit the run as measured")
-    rebuilt = entry(build(src))
+    rebuilt = build(src).entry()
     diff = _same_metrics([r.model_dump() for r in ent.robcurve.metrics], rebuilt["robcurve"]["metrics"])
     if diff:
         raise RobcurveError(f"the entry's numbers differ from its per-sample results ({diff}): tampered", where=str(p),

@@ -18,7 +18,7 @@ from robcurve.errors import RobcurveError
 from robcurve.run.config import RunConfig
 from robcurve.run.metrics import Row, rows_dataframe
 from robcurve.run.store import Store
-from robcurve.run.summary import build, entry, samples_frame
+from robcurve.run.summary import build, samples_frame
 
 
 def find_row(rows: Iterable[Row | Mapping[str, Any]], metric: str, condition: str | None = None) -> Any:
@@ -98,4 +98,4 @@ def load_run(path: str | Path) -> RunResults:
         s = build(store)
     finally:
         store.close()
-    return RunResults(db.parent, s["cfg"], s["rows"], s["frames"], samples_frame(s["frames"]), entry(s), s["notes"])
+    return RunResults(db.parent, s.cfg, s.rows, s.frames, samples_frame(s.frames), s.entry(), s.notes)

@@ -21,7 +21,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from tqdm.auto import tqdm
@@ -38,6 +38,9 @@ from robcurve.run.config import RunConfig
 from robcurve.run.measures import MEASUREMENTS, Context
 from robcurve.run.store import Store, atomic_write_text, run_lock
 from robcurve.validate import check_model_on_data
+
+if TYPE_CHECKING:  # pragma: no cover
+    from robcurve.run.summary import Outputs
 
 CODE_VERSION = robcurve.__version__
 #: measurements that read the penultimate features (checked before the run starts)
@@ -62,7 +65,7 @@ class RunResult:
     store_path: Path
     config: RunConfig
     model_info: dict
-    summary: dict
+    summary: Outputs | None  # None on a non-zero rank of a sharded run, or without summarize
     computed: int
     skipped: int
     elapsed_s: float
@@ -210,7 +213,7 @@ def run(cfg: RunConfig, *, fresh: bool = False, progress: bool | None = None, ve
     out.mkdir(parents=True, exist_ok=True)
     shard.init(dist, device)
     store_path = out / "results.sqlite"
-    summary: dict = {}
+    summary: Outputs | None = None
     try:
         if dist.rank == 0 and fresh:
             with run_lock(out):
@@ -238,7 +241,7 @@ def run(cfg: RunConfig, *, fresh: bool = False, progress: bool | None = None, ve
                     shard.merge(out, dist.world, store_path)
                     store = Store(store_path)
                     try:
-                        summary = write_outputs(store, out, plots_on=plots) if summarize else {}
+                        summary = write_outputs(store, out, plots_on=plots) if summarize else None
                     finally:
                         store.close()
             shard.barrier(dist)
@@ -247,7 +250,7 @@ def run(cfg: RunConfig, *, fresh: bool = False, progress: bool | None = None, ve
                 store = Store(store_path)
                 try:
                     res = _measure(store, out, cfg, model, data, device, progress, t0)
-                    summary = write_outputs(store, out, plots_on=plots) if summarize else {}
+                    summary = write_outputs(store, out, plots_on=plots) if summarize else None
                 finally:
                     store.close()
     except BaseException:
@@ -260,6 +263,23 @@ def run(cfg: RunConfig, *, fresh: bool = False, progress: bool | None = None, ve
         shard.finish(dist)
     computed, skipped = res
     return RunResult(out, store_path, cfg, model.info.to_dict(), summary, computed, skipped, time.time() - t0)
+
+
+def measure_samples(ctx: Context, m: str, samples: list[int], start: int) -> list[dict]:
+    """Run measurement ``m`` on the samples at run positions ``samples``, as the batch starting at ``start``
+    (its seeds and cache keys): one JSON-ready dict per sample. The runner calls it for every batch and
+    ``submit`` for its re-measurement, so both measure the same way."""
+    data, model = ctx.data, ctx.model
+    if samples == list(range(start, start + len(samples))):  # a whole batch: a view, no copy
+        x, y, split_idx = (data.images[start:start + len(samples)], data.labels[start:start + len(samples)],
+                           data.indices[start:start + len(samples)])
+    else:
+        t = torch.tensor(samples, dtype=torch.long)
+        x, y, split_idx = data.images[t], data.labels[t], data.indices[t]
+    values = MEASUREMENTS.get(m).run(ctx, start, x.to(ctx.device, model.dtype), y.to(ctx.device), split_idx)
+    if len(values) != len(samples):
+        raise RuntimeError(f"measurement {m!r} returned {len(values)} rows for {len(samples)} samples")
+    return values
 
 
 def _measure(store: Store, out: Path, cfg: RunConfig, model: RobcurveModel, data: SampleSet, device: torch.device,
@@ -295,9 +315,8 @@ def _measure(store: Store, out: Path, cfg: RunConfig, model: RobcurveModel, data
                 continue
             stop = min(len(data), start + cfg.batch_size)
             samples = list(range(start, stop))
-            x = data.images[start:stop].to(device, model.dtype)
-            y = data.labels[start:stop].to(device)
-            split_idx = data.indices[start:stop]
+            labels = data.labels[start:stop].tolist()
+            split_ids = data.indices[start:stop].tolist()
             for m in measurements:
                 done = store.done(m, samples)
                 if prior is not None and len(done) < len(samples) and len(prior.done(m, samples)) == len(samples):
@@ -308,11 +327,9 @@ def _measure(store: Store, out: Path, cfg: RunConfig, model: RobcurveModel, data
                     skipped += len(samples)
                 else:
                     t1 = time.perf_counter()
-                    values = MEASUREMENTS.get(m).run(ctx, start, x, y, split_idx)
-                    if len(values) != len(samples):
-                        raise RuntimeError(f"measurement {m!r} returned {len(values)} rows for {len(samples)} samples")
+                    values = measure_samples(ctx, m, samples, start)
                     rows = [(s, int(si), int(lab), v) for s, si, lab, v in
-                            zip(samples, split_idx.tolist(), y.tolist(), values, strict=True)]
+                            zip(samples, split_ids, labels, values, strict=True)]
                     store.write(m, rows, digest, CODE_VERSION, seconds=time.perf_counter() - t1)
                     computed += len(samples)
                 bars[m].update(len(samples))

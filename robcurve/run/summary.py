@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +22,9 @@ import pandas as pd
 
 import robcurve
 from robcurve.errors import RobcurveError
-from robcurve.naming import dataset_family, grid_step
-from robcurve.run.config import MACHINE_FIELDS, RunConfig, portable_spec
+from robcurve.leaderboard.schema import entry_from_summary, entry_json
+from robcurve.naming import grid_step
+from robcurve.run.config import RunConfig
 from robcurve.run.metrics import Row, compute_rows, rows_dataframe
 from robcurve.run.store import Store, atomic_write_text, save_png
 
@@ -102,7 +104,57 @@ def notes_of(fr: dict[str, pd.DataFrame], cfg: RunConfig) -> list[str]:
     return notes
 
 
-def build(store: Store | RowSource) -> dict[str, Any]:
+@dataclass(frozen=True)
+class RunSummary:
+    """A run's summary, built from its store alone (:func:`build`): the typed rows of every registered
+    metric with the frames they came from, the run's scale and notes, and what the store says about the
+    model, the data and the compute. The leaderboard entry is made from it by the leaderboard schema
+    (:meth:`entry`). Read access by key (``s["frames"]``) is kept for measurement figure hooks."""
+
+    cfg: RunConfig
+    frames: dict[str, pd.DataFrame]
+    rows: list[Row]
+    scale: dict[str, Any]
+    notes: list[str]
+    model: dict[str, Any]
+    dataset: dict[str, Any]
+    compute_s: dict[str, float]
+    results_digest: str
+    n: int
+    sample_ids: list[int]
+
+    @property
+    def name(self) -> str:
+        """The model's display name: its alias, else its spec."""
+        return self.model.get("extra", {}).get("alias") or self.model.get("spec") or self.cfg.model
+
+    def row(self, metric: str) -> Row | None:
+        """The first row of ``metric`` (None when it was not measured)."""
+        return next((r for r in self.rows if r.metric == metric), None)
+
+    def entry(self) -> dict[str, Any]:
+        """The leaderboard entry (strict-JSON form), made by the leaderboard schema."""
+        return entry_json(entry_from_summary(self))
+
+    def __getitem__(self, key: str) -> Any:
+        return getattr(self, key)
+
+
+@dataclass(frozen=True)
+class Outputs:
+    """What :func:`write_outputs` wrote: the summary, its table, the figures' file names, the entry and summary.md."""
+
+    summary: RunSummary
+    table: str
+    plots: list[str]
+    entry: dict[str, Any]
+    markdown: str
+
+    def __getitem__(self, key: str) -> Any:
+        return getattr(self, key)
+
+
+def build(store: Store | RowSource) -> RunSummary:
     """The run's summary from its store: rows, scale, notes, model, dataset, config, digests."""
     cfg_dict = store.get_meta("config")
     if cfg_dict is None:
@@ -114,61 +166,10 @@ def build(store: Store | RowSource) -> dict[str, Any]:
         raise RobcurveError(f"{store.path} holds no clean predictions yet", where=str(store.path),
                             fix="let the run finish (rerun the same bench command to resume it)")
     rows = compute_rows(fr, cfg)
-    return {"cfg": cfg, "frames": fr, "rows": rows, "scale": scale_of(cfg), "notes": notes_of(fr, cfg),
-            "model": store.get_meta("model") or {}, "dataset": store.get_meta("dataset") or {},
-            "compute_s": store.get_meta("compute_s") or {}, "results_digest": results_digest(store),
-            "n": len(fr["clean"]), "sample_ids": [int(i) for i in fr["clean"]["split_index"].tolist()]}
-
-
-def public_model_info(info: dict) -> dict:
-    """Model info without machine paths (a weights path keeps its file name only)."""
-    d = dict(info)
-    if d.get("weights"):
-        d["weights"] = Path(str(d["weights"])).name
-    spec = str(d.get("spec") or "")
-    if spec.startswith("file:"):
-        d["spec"] = "file:" + Path(spec[5:]).name
-    return d
-
-
-def entry(s: dict[str, Any]) -> dict[str, Any]:
-    """A leaderboard entry: RobustBench model_info fields plus a ``robcurve`` block (strict JSON)."""
-    cfg: RunConfig = s["cfg"]
-    rows: list[Row] = s["rows"]
-    info = public_model_info(s["model"])
-    clean = next(r for r in rows if r.metric == "clean_acc")
-    pgd = next((r for r in rows if r.metric == "pgd_robust_acc"), None)
-    backend = cfg.attack_backend
-    return {
-        "name": info.get("extra", {}).get("alias") or info.get("spec") or cfg.model,
-        "authors": "", "venue": "", "paper": "",
-        "architecture": info.get("arch", ""),
-        "dataset": dataset_family(cfg.dataset),
-        "threat_model": cfg.threat_model,
-        "eps": cfg.pgd_eps() if cfg.threat_model != "corruptions" else None,
-        "clean_acc": round(100 * clean.value, 2),
-        "reported": None,
-        "autoattack_acc": None,
-        "additional_data": False,
-        "number_forward_passes": 1,
-        "footnote": (f"Robust accuracy: PGD-{cfg.pgd.steps} ({cfg.pgd.restarts} restart(s), {backend}) on {s['n']} "
-                     "samples, not AutoAttack." if pgd else ""),
-        "robcurve": {
-            "version": robcurve.__version__,
-            "model": info,
-            "dataset": s["dataset"],
-            "n": s["n"],
-            "sample_ids": s["sample_ids"],
-            "metrics": [r.to_dict() for r in rows],
-            "scale": s["scale"],
-            "notes": s["notes"],
-            "attack_backend": backend,
-            "config": {**cfg.model_dump(exclude=set(MACHINE_FIELDS)), "model": portable_spec(cfg.model)},
-            "config_digest": cfg.digest(),
-            "results_digest": s["results_digest"],
-            "compute_s": {k: round(v, 1) for k, v in sorted(s["compute_s"].items())},
-        },
-    }
+    return RunSummary(cfg=cfg, frames=fr, rows=rows, scale=scale_of(cfg), notes=notes_of(fr, cfg),
+                      model=store.get_meta("model") or {}, dataset=store.get_meta("dataset") or {},
+                      compute_s=store.get_meta("compute_s") or {}, results_digest=results_digest(store),
+                      n=len(fr["clean"]), sample_ids=[int(i) for i in fr["clean"]["split_index"].tolist()])
 
 
 def dumps(obj: Any) -> str:
@@ -186,21 +187,21 @@ def table(rows: list[Row], fmt: str = "github") -> str:
                     tablefmt=fmt, disable_numparse=True)
 
 
-def header(s: dict[str, Any]) -> str:
-    cfg: RunConfig = s["cfg"]
-    sc = s["scale"]
-    name = s["model"].get("extra", {}).get("alias") or s["model"].get("spec") or cfg.model
-    lines = [f"# {name} on {cfg.dataset} (n={s['n']})", "",
-             f"- model: `{s['model'].get('spec', cfg.model)}` ({s['model'].get('family', '?')}), "
+def header(s: RunSummary) -> str:
+    cfg: RunConfig = s.cfg
+    sc = s.scale
+    name = s.name
+    lines = [f"# {name} on {cfg.dataset} (n={s.n})", "",
+             f"- model: `{s.model.get('spec', cfg.model)}` ({s.model.get('family', '?')}), "
              f"config digest `{cfg.digest()}`, robcurve {robcurve.__version__}",
              f"- curvature scale: direction {sc['direction']}, grid T={sc['T']} over [-{sc['E']:g}, {sc['E']:g}] "
              f"(step {sc['step']:.3g}), region {sc['region']}, curved when 1 - R^2 > {sc['curved_threshold']:g}",
              f"- attacks: backend {cfg.attack_backend}; PGD {cfg.pgd.norm} eps={cfg.pgd_eps():g}, {cfg.pgd.steps} steps",
              "- intervals: 95%, method per row; curvature and distances use correctly classified samples, "
              "calibration every sample"]
-    if s["compute_s"]:
-        lines.append(f"- compute time: {sum(s['compute_s'].values()):.0f} s in all")
-    for n in s["notes"]:
+    if s.compute_s:
+        lines.append(f"- compute time: {sum(s.compute_s.values()):.0f} s in all")
+    for n in s.notes:
         lines.append(f"- note: {n}")
     return "\n".join(lines)
 
@@ -216,7 +217,7 @@ def samples_frame(fr: dict[str, pd.DataFrame]) -> pd.DataFrame:
 
 
 # -- plots ------------------------------------------------------------------------------------
-def plots(s: dict[str, Any], out: Path) -> list[str]:
+def plots(s: RunSummary, out: Path) -> list[str]:
     """Every measurement's figures (its ``plot`` hook, in run order), then the reliability diagram (clean and the
     first three corruption conditions). Returns the file names written."""
     import matplotlib
@@ -229,13 +230,12 @@ def plots(s: dict[str, Any], out: Path) -> list[str]:
     # deferred: torch, needed only here
     from robcurve.run.measures import MEASUREMENTS, ordered
 
-    fr, cfg = s["frames"], s["cfg"]
-    name = s["model"].get("extra", {}).get("alias") or s["model"].get("spec") or cfg.model
+    fr, cfg, name = s.frames, s.cfg, s.name
     made: list[str] = []
     for m in ordered([k for k in fr if k in MEASUREMENTS]):
         hook = MEASUREMENTS.get(m).plot
         if hook is not None:
-            made += hook({**s, "name": name}, out)
+            made += hook(s, out)
     clean = fr["clean"]
     res = {"clean": calibration(np.stack([np.asarray(p, float) for p in clean["probs"]]), clean["label"].to_numpy(),
                                 n_bins=cfg.calibration.n_bins, probs=True)}
@@ -265,7 +265,7 @@ def missing_rows(store: Store | RowSource) -> str | None:
     return f"{len(gaps)} measurement(s) incomplete ({', '.join(gaps)} samples stored)" if gaps else None
 
 
-def write_outputs(store: Store, out: Path, partial: bool = False, plots_on: bool = True) -> dict[str, Any]:
+def write_outputs(store: Store, out: Path, partial: bool = False, plots_on: bool = True) -> Outputs:
     """Write entry.json, summary.md/.csv/.json, samples.csv and the plots; return the summary.
 
     ``plots_on=False`` (``--no-plots``) skips the figures (about 3 s of a summary: matplotlib and drawing);
@@ -281,24 +281,24 @@ def write_outputs(store: Store, out: Path, partial: bool = False, plots_on: bool
                                 "marked incomplete")
     s = build(store)
     out = Path(out)
-    e = entry(s)
-    rows_df = rows_dataframe(s["rows"])
+    e = s.entry()
+    rows_df = rows_dataframe(s.rows)
     made = plots(s, out) if plots_on else []
     warn = f"**INCOMPLETE RUN: {missing}; not submittable.**\n\n" if missing else ""
-    md = f"{warn}{header(s)}\n\n{table(s['rows'])}\n\nPlots: {', '.join(made) if plots_on else 'not drawn (--no-plots)'}\n"
+    tab = table(s.rows)
+    md = f"{warn}{header(s)}\n\n{tab}\n\nPlots: {', '.join(made) if plots_on else 'not drawn (--no-plots)'}\n"
     atomic_write_text(out / "summary.md", md)
     atomic_write_text(out / "summary.csv", rows_df.to_csv(index=False))
     atomic_write_text(out / "summary.json", dumps(e["robcurve"]["metrics"]))
-    atomic_write_text(out / "samples.csv", samples_frame(s["frames"]).to_csv())
+    atomic_write_text(out / "samples.csv", samples_frame(s.frames).to_csv())
     if missing:
         (out / "entry.json").unlink(missing_ok=True)
     else:
         atomic_write_text(out / "entry.json", dumps(e))  # last: its presence marks a complete set of outputs
-    s.update(table=table(s["rows"]), plots=made, entry=e, markdown=md)
-    return s
+    return Outputs(s, tab, made, e, md)
 
 
-def summarize(run_dir: str | Path, partial: bool = False, plots_on: bool = True) -> dict[str, Any]:
+def summarize(run_dir: str | Path, partial: bool = False, plots_on: bool = True) -> Outputs:
     """Rebuild every output of a run folder from its store (no model is loaded)."""
     run_dir = Path(run_dir)
     db = run_dir / "results.sqlite"
