@@ -8,6 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = str(ROOT / "configs" / "smoke.yaml")
 
@@ -76,3 +79,73 @@ def test_plugins_option_imports_a_module_for_quick_experiments(tmp_path):
              "--attack", "none", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert "quick_top_confidence" in (tmp_path / "run" / "summary.md").read_text()
+
+
+MEASUREMENT_FILE = '''
+"""A measurement in one file: its config section, run function, figure, re-check rule and metric."""
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from robcurve.run.measures import Measurement, batched_logits, register_measurement
+from robcurve.run.metrics import metric
+
+
+class MarginCfg(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    scale: float = Field(1.0, gt=0)
+
+
+def run_margin(ctx, start, x, y, split_idx):
+    top2 = batched_logits(ctx.model, x).topk(2, dim=1).values
+    s = ctx.cfg.section("margin").scale
+    return [{"margin": float(s * (top2[i, 0] - top2[i, 1]))} for i in range(len(y))]
+
+
+def plot_margin(summary, out):
+    (out / "margin.txt").write_text(str(len(summary["frames"]["margin"])))
+    return ["margin.txt"]
+
+
+register_measurement(Measurement("margin", run_margin, "logit margin of the top two classes", order=90, config="margin",
+                                 config_model=MarginCfg, plot=plot_margin, recheck="sample"))
+metric("margin_median", "margin", "median top-2 logit margin", "logit", "higher", "median",
+       lambda i: {"": (i.col("margin", "margin"),)}, leaderboard=True)
+'''
+
+
+def test_a_measurement_in_one_new_file_reaches_config_run_summary_entry_and_submit(tmp_path):
+    """Issue 23: adding a measurement is one file. Loaded with --plugins, it is validated in the config, run,
+    summarised (rows, figure), written into entry.json as a leaderboard column, and re-measured by submit."""
+    import json
+
+    (tmp_path / "margin_measure.py").write_text(MEASUREMENT_FILE)
+    env = {**os.environ, "PYTHONPATH": str(tmp_path), "ROBCURVE_DEBUG": ""}
+    plug = ("--plugins", "margin_measure")
+    common = ("bench", "--model", "zoo:resnet-fmnist", "--config", SMOKE, "--set", "n=6", "--set", "batch_size=3",
+              "--set", "summary.bootstrap=0", "--measurements", "clean,margin", "--attack", "none")
+    bad = _run(env, *plug, *common, "--out", str(tmp_path / "bad"), "--set", "margin.scale=-1", cwd=tmp_path)
+    assert bad.returncode == 2 and "margin.scale" in bad.stderr and "Traceback" not in bad.stderr
+    run = tmp_path / "run"
+    r = _run(env, *plug, *common, "--out", str(run), "--set", "margin.scale=2", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "margin_median" in (run / "summary.md").read_text() and "margin.txt" in (run / "summary.md").read_text()
+    assert (run / "margin.txt").read_text() == "6"
+    e = json.loads((run / "entry.json").read_text())
+    row = next(m for m in e["robcurve"]["metrics"] if m["metric"] == "margin_median")
+    assert row["value"] > 0 and row["n"] == 6 and e["robcurve"]["config"]["options"]["margin"] == {"scale": 2.0}
+    # the model's own logits: the stored margins are 2 x (top1 - top2) of a plain forward
+    check = ("import json, robcurve; m = robcurve.load_model('zoo:resnet-fmnist'); "
+             "d = robcurve.load_dataset('fashion-mnist-embedded', n=6, seed=0); t = m(d.images).topk(2, 1).values; "
+             "print(json.dumps([float(2 * (t[i, 0] - t[i, 1])) for i in range(6)]))")
+    want = json.loads(subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, env=env,
+                                     cwd=tmp_path, timeout=300).stdout)
+    assert row["value"] == pytest.approx(float(np.median(want)), rel=1e-5)
+    # submit re-measures it per sample (its recheck rule) and the entry verifies
+    root = tmp_path / "lb"
+    s = _run(env, *plug, "submit", str(run), "--root", str(root), "--seed", "1", "--verify-n", "3", cwd=tmp_path)
+    assert s.returncode == 0, s.stderr
+    entry = next(root.rglob("*.json"))
+    ver = json.loads(entry.read_text())["robcurve"]["verification"]
+    assert "margin" in ver["measurements"] and ver["mismatches"] == 0 and len(ver["samples"]) == 3
+    v = _run(env, *plug, "leaderboard", "verify", str(entry), "--root", str(root), "--n", "2", cwd=tmp_path)
+    assert v.returncode == 0, v.stderr
