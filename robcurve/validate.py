@@ -17,17 +17,17 @@ import numbers
 from typing import Any
 
 from robcurve.errors import InputError, ModelError
+from robcurve.naming import Norm, parse_norm
 
-NORMS = ("Linf", "L2")
-_NORM_ALIASES = {"linf": "Linf", "l_inf": "Linf", "inf": "Linf", "l2": "L2", "2": "L2"}
+NORMS = tuple(n.value for n in Norm)
 
 
 def check_norm(norm: Any, name: str = "norm") -> str:
     """``"Linf"`` or ``"L2"`` (case-insensitive, ``"inf"``/``"2"`` accepted); InputError otherwise."""
-    key = str(norm).strip().lower() if isinstance(norm, (str, int, float)) else None
-    if key is None or key not in _NORM_ALIASES:
+    n = parse_norm(norm)
+    if n is None:
         raise InputError(f"{name} must be one of {', '.join(NORMS)}, got {norm!r}", fix=f"pass {name}='Linf' or {name}='L2'")
-    return _NORM_ALIASES[key]
+    return n.value
 
 
 def as_finite_float(name: str, value: Any) -> float:

@@ -44,6 +44,7 @@ import torch
 from torch import Tensor, nn
 
 from robcurve.errors import RobcurveError
+from robcurve.naming import parse_norm
 from robcurve.registry import Registry
 
 #: Attack name -> attack class (lazy targets, resolved on first use).
@@ -59,12 +60,10 @@ BACKENDS = ("robcurve", "torchattacks", "foolbox")
 #: (the package imports it), so this module never imports the adapters (no import circle).
 BACKEND_ADAPTERS: dict[str, Callable[[str], type[Attack]]] = {}
 
-_NORMS = {"linf": "Linf", "inf": "Linf", "l_inf": "Linf", "l2": "L2", "2": "L2"}
-
-
 def canonical_norm(norm: str, allowed: tuple[str, ...] = ("Linf", "L2")) -> str:
     """'Linf'/'linf'/'inf' -> 'Linf'; 'L2'/'l2'/'2' -> 'L2'; anything else -> RobcurveError."""
-    c = _NORMS.get(str(norm).lower().replace("∞", "inf"))
+    n = parse_norm(norm)
+    c = n.value if n is not None else None
     if c is None or c not in allowed:
         raise RobcurveError(f"unknown or unsupported norm {norm!r}", fix=f"use one of {list(allowed)}")
     return c

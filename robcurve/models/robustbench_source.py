@@ -15,9 +15,11 @@ from pathlib import Path
 from robcurve.errors import RobcurveError
 from robcurve.models.common import guess_family, load_into, read_state_dict, sha256_file
 from robcurve.models.wrapper import ModelInfo, RobcurveModel
+from robcurve.naming import DatasetFamily, ThreatModel
 
-DATASETS = ("cifar10", "cifar100", "imagenet")
-THREATS = ("Linf", "L2", "corruptions")
+#: RobustBench's datasets and the threat models robcurve loads from it (its 3D corruptions are not served)
+DATASETS = tuple(d.value for d in DatasetFamily if d != DatasetFamily.FASHION_MNIST)
+THREATS = tuple(t.value for t in ThreatModel if t != ThreatModel.CORRUPTIONS_3D)
 
 
 def import_robustbench():

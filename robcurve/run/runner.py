@@ -33,6 +33,7 @@ from robcurve.errors import ModelError, RobcurveError
 from robcurve.memory import describe, set_memory_budget
 from robcurve.models import load_model, resolve_spec
 from robcurve.models.wrapper import RobcurveModel
+from robcurve.naming import base_dataset
 from robcurve.run import shard
 from robcurve.run.config import RunConfig
 from robcurve.run.measures import MEASUREMENTS, Context
@@ -116,7 +117,7 @@ def prepare(cfg: RunConfig, verbose: bool = True) -> tuple[RobcurveModel, Sample
     kwargs: dict = {"model_kwargs": cfg.model_kwargs} if cfg.model_kwargs else {}
     if cfg.mean is not None or cfg.std is not None:
         kwargs.update(mean=cfg.mean, std=cfg.std)
-    model = load_model(spec, dataset=cfg.dataset.split("-c:")[0], threat_model=cfg.threat_model, weights=cfg.weights,
+    model = load_model(spec, dataset=base_dataset(cfg.dataset), threat_model=cfg.threat_model, weights=cfg.weights,
                        model_dir=cfg.model_dir, device=device,
                        dtype=torch.float64 if cfg.dtype == "float64" else None, **kwargs)
     if spec != cfg.model:
@@ -135,7 +136,7 @@ def prepare(cfg: RunConfig, verbose: bool = True) -> tuple[RobcurveModel, Sample
 def check_classes_and_chance(model: RobcurveModel, data: SampleSet, cfg: RunConfig, verbose: bool) -> None:
     """The model's class count must equal the dataset's; clean accuracy at or below chance on the first
     batch gets a warning (a wrong normalisation or label order). Prints the normalisation in use."""
-    base = cfg.dataset.split("-c:")[0]
+    base = base_dataset(cfg.dataset)
     want = DATASETS.get(base).num_classes if base in DATASETS else None
     x = data.images[: min(len(data), cfg.batch_size, 64)].to(model.device, model.dtype)
     with torch.no_grad():
