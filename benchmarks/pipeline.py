@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -228,6 +229,20 @@ def fixed(name: str, args: argparse.Namespace) -> list[list[str]]:
     return [[name, f"{n1:.1f}", f"{summ:.1f}", f"{helpt:.1f}"]]
 
 
+def summarize_run(run: Path, repeats: int) -> list[str]:
+    """Wall of `robcurve summarize` (with its figures) on a copy of a finished run folder, per repeat."""
+    walls = []
+    with tempfile.TemporaryDirectory() as tmp:
+        copy = Path(tmp) / "run"
+        shutil.copytree(run, copy)
+        for _ in range(repeats):
+            t = time.perf_counter()
+            subprocess.run([sys.executable, "-m", "robcurve", "summarize", str(copy)], cwd=ROOT, capture_output=True,
+                           check=True)
+            walls.append(time.perf_counter() - t)
+    return [f"{statistics.median(walls):.2f}", f"{min(walls):.2f}-{max(walls):.2f}"]
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default="zoo-vit,zoo-resnet,zoo-swin")
@@ -239,6 +254,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--hog", choices=sorted(HOGS), default="loop", help="the competing process (see HOGS)")
     ap.add_argument("--fixed", action="store_true", help="also the fixed cost: n = 1 run, summarize, --help")
     ap.add_argument("--no-efficiency", action="store_true")
+    ap.add_argument("--summarize-run", type=Path, default=None,
+                    help="a finished run folder of shipped size (e.g. a population run, n = 200): time summarize on it")
     args = ap.parse_args(argv)
     models = parse_models(args.models)
     bad = [m for m in models if m not in SPECS]
@@ -258,6 +275,10 @@ def main(argv: list[str] | None = None) -> None:
             rows += fixed(m, args)
         print()
         print(table(rows, ["model", "bench --n 1 wall s", "summarize wall s", "--help wall s"]))
+    if args.summarize_run is not None:
+        med, spread = summarize_run(args.summarize_run, max(args.repeats, 3))
+        print(f"\nsummarize of {args.summarize_run} (with figures): median {med} s [min-max {spread}] over "
+              f"{max(args.repeats, 3)} runs")
     if args.busy:
         rows = []
         for m in models:

@@ -68,10 +68,40 @@ def finite_mean(v: np.ndarray) -> float:
     return float(v.mean()) if v.size else math.nan
 
 
+def rankdata(a: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Average ranks (1-based) along ``axis``, ties sharing the mean of their ranks; ``+inf`` ranks highest.
+
+    The same numbers as ``scipy.stats.rankdata(a, axis=axis)`` (method "average"; a row holding a NaN becomes
+    all NaN), written here so that a run's summary does not import scipy.stats (~0.7 s of ``summarize``).
+    Every rank is a multiple of 1/2, so the result is exact.
+    """
+    a = np.asarray(a, dtype=float)
+    if a.ndim == 0:
+        a = a.reshape(1)
+    if a.size == 0:
+        return a.copy()
+    a = np.moveaxis(a, axis, -1)
+    shape = a.shape
+    v = a.reshape(-1, shape[-1])
+    n = v.shape[1]
+    out = np.empty(v.shape, dtype=float)
+    if n:
+        order = np.argsort(v, axis=1, kind="mergesort")
+        s = np.take_along_axis(v, order, axis=1)
+        idx = np.broadcast_to(np.arange(n), s.shape)
+        first = np.ones(s.shape, dtype=bool)
+        first[:, 1:] = s[:, 1:] != s[:, :-1]
+        last = np.ones(s.shape, dtype=bool)
+        last[:, :-1] = first[:, 1:]
+        start = np.maximum.accumulate(np.where(first, idx, 0), axis=1)
+        end = np.minimum.accumulate(np.where(last, idx, n)[:, ::-1], axis=1)[:, ::-1]
+        np.put_along_axis(out, order, (start + end) / 2 + 1, axis=1)
+        out[np.isnan(v).any(axis=1)] = np.nan
+    return np.moveaxis(out.reshape(shape), -1, axis)
+
+
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
     """Spearman rank correlation (average ranks for ties; +inf ranks highest); NaN if undefined."""
-    from scipy.stats import rankdata
-
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     if len(a) < 3 or np.all(a == a[0]) or np.all(b == b[0]):
         return math.nan
@@ -98,8 +128,6 @@ def _rows_median_censored(a: np.ndarray) -> np.ndarray | None:
 
 
 def _rows_spearman(a: np.ndarray) -> np.ndarray:
-    from scipy.stats import rankdata
-
     x, y = a[0], a[1]
     out = np.full(x.shape[0], math.nan)
     const = (x == x[:, :1]).all(axis=1) | (y == y[:, :1]).all(axis=1)

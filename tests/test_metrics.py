@@ -328,3 +328,37 @@ def test_vectorised_bootstrap_equals_the_loop_bit_for_bit(case):
         got = stats.bootstrap_percentile(vals, stat, 400, 11)
         want = _bootstrap_loop(vals, stat, 400, 11)
         assert got == want, (case, stat.__name__, got, want)
+
+
+def test_rankdata_equals_scipys_average_ranks_on_ties_infinities_and_nans():
+    """robcurve.stats.rankdata (numpy only, so a summary needs no scipy.stats) gives scipy's numbers exactly."""
+    import numpy as np
+    import scipy.stats as ss
+
+    from robcurve.stats import rankdata
+
+    rng = np.random.default_rng(0)
+    for _ in range(500):
+        m, n = int(rng.integers(1, 5)), int(rng.integers(0, 12))
+        a = rng.integers(0, 4, size=(m, n)).astype(float) + (rng.random((m, n)) if rng.random() < 0.5 else 0)
+        a[rng.random((m, n)) < 0.15] = np.inf
+        a[rng.random((m, n)) < 0.05] = -np.inf
+        if rng.random() < 0.2:
+            a[rng.random((m, n)) < 0.1] = np.nan
+        for axis in (-1, 0):
+            assert np.array_equal(rankdata(a, axis=axis), ss.rankdata(a, axis=axis), equal_nan=True)
+    assert rankdata([3.0, 1.0, 3.0, np.inf]).tolist() == [2.5, 1.0, 2.5, 4.0]
+
+
+def test_a_summary_does_not_import_scipy(tmp_path):
+    """Issue 26: summarize's fixed cost; scipy.stats alone took ~0.7 s of it."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "run"
+    _bench(out, "--n", "4", "--measurements", "clean,trajectory,travel", "--attack", "none")
+    code = ("import sys; from robcurve.run.summary import summarize; summarize(sys.argv[1], plots_on=False); "
+            "print('scipy' in sys.modules)")
+    r = subprocess.run([sys.executable, "-c", code, str(out)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "False"

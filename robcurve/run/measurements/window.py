@@ -25,6 +25,7 @@ from robcurve.geometry import get_direction, travel_distance
 from robcurve.geometry.window import window_curvature
 from robcurve.run.measures import Context, Measurement, batched_logits, direction
 from robcurve.run.metrics import AGGREGATORS, Aggregated, Aggregator, Inputs, metric
+from robcurve.stats import rankdata
 
 NAME = "window"
 
@@ -117,8 +118,6 @@ MEASUREMENT = Measurement(NAME, run_window, "curvedness on windows scaled to eac
 
 # -- metrics ------------------------------------------------------------------------------------------
 def _partial_spearman(x: np.ndarray, y: np.ndarray, z: np.ndarray) -> float:
-    from scipy.stats import rankdata
-
     if len(x) < 5:
         return math.nan
     r = np.corrcoef(np.vstack([rankdata(x), rankdata(y), rankdata(z)]))
