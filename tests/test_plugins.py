@@ -134,11 +134,12 @@ def test_a_measurement_in_one_new_file_reaches_config_run_summary_entry_and_subm
     row = next(m for m in e["robcurve"]["metrics"] if m["metric"] == "margin_median")
     assert row["value"] > 0 and row["n"] == 6 and e["robcurve"]["config"]["options"]["margin"] == {"scale": 2.0}
     # the model's own logits: the stored margins are 2 x (top1 - top2) of a plain forward
-    check = ("import json, robcurve; m = robcurve.load_model('zoo:resnet-fmnist'); "
-             "d = robcurve.load_dataset('fashion-mnist-embedded', n=6, seed=0); t = m(d.images).topk(2, 1).values; "
-             "print(json.dumps([float(2 * (t[i, 0] - t[i, 1])) for i in range(6)]))")
-    want = json.loads(subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, env=env,
-                                     cwd=tmp_path, timeout=300).stdout)
+    import robcurve
+
+    model = robcurve.load_model("zoo:resnet-fmnist")
+    data = robcurve.load_dataset("fashion-mnist-embedded", n=6, seed=0)
+    top2 = model(data.images).topk(2, dim=1).values.detach()
+    want = (2 * (top2[:, 0] - top2[:, 1])).double().numpy()
     assert row["value"] == pytest.approx(float(np.median(want)), rel=1e-5)
     # submit re-measures it per sample (its recheck rule) and the entry verifies
     root = tmp_path / "lb"
