@@ -102,6 +102,10 @@ class Registry(Generic[T]):
             self._items[name] = obj
         return obj  # type: ignore[return-value]
 
+    def peek(self, name: str) -> T | str | None:
+        """The entry under ``name`` as registered (a lazy target stays a string), or None; loads nothing."""
+        return self._items.get(name)
+
     def unknown_message(self, name: str) -> str:
         close = difflib.get_close_matches(str(name), list(self._items), n=3, cutoff=0.5)
         hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""

@@ -214,6 +214,7 @@ class ToyCfg(BaseModel):
 def test_toy_measurement_registered_once_appears_everywhere(tmp_path, capsys):
     from robcurve.run.measures import MEASUREMENTS, Measurement, register_measurement
     from robcurve.run.metrics import METRICS, metric
+    from robcurve.run.sections import SECTIONS
 
     def run_toy(ctx, start, x, y, split_idx):
         s = ctx.cfg.section("toy").scale
@@ -254,6 +255,7 @@ def test_toy_measurement_registered_once_appears_everywhere(tmp_path, capsys):
     finally:
         MEASUREMENTS._items.pop("toy", None)
         METRICS._items.pop("toy_mean", None)
+        SECTIONS._items.pop("toy", None)
 
 
 def test_metric_reference_doc_is_generated_from_the_registry():
@@ -362,3 +364,31 @@ def test_a_summary_does_not_import_scipy(tmp_path):
     r = subprocess.run([sys.executable, "-c", code, str(out)], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "False"
+
+
+def test_config_sections_are_one_registry_shared_by_the_measurements():
+    """Issue 23: sections in their own registry. The built-in ones are exactly RunConfig's typed section fields
+    (the digest's top-level keys); a measurement module's own section is registered with it and lives under
+    ``options``; measurements name the section they read, and shared ones are read by several."""
+    from pydantic import BaseModel
+
+    from robcurve.run.config import RunConfig
+    from robcurve.run.measures import MEASUREMENTS
+    from robcurve.run.sections import SECTIONS, builtin
+
+    names = set(SECTIONS.names())
+    fields = {n for n, f in RunConfig.model_fields.items()
+              if isinstance(f.annotation, type) and issubclass(f.annotation, BaseModel)}
+    assert {n for n in names if builtin(n)} == fields
+    own = {n for n in names if not builtin(n)}
+    assert own == {"window", "ablation", "jumpout_adaptive", "layers"} and not own & set(RunConfig.model_fields)
+    readers: dict[str, list[str]] = {}
+    for m in MEASUREMENTS.names():
+        sec = MEASUREMENTS.get(m).config
+        if sec is not None:
+            assert sec in names, (m, sec)
+            readers.setdefault(sec, []).append(m)
+    assert sorted(readers["pgd"]) == ["adv_calibration", "pgd"]
+    cfg = RunConfig(measurements=["clean", "window"])
+    assert cfg.section("window").model_dump() == SECTIONS.get("window")().model_dump()
+    assert cfg.section("pgd") is cfg.pgd

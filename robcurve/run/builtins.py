@@ -21,9 +21,16 @@ from robcurve.run import layers
 from robcurve.run.measurements import window
 from robcurve.run.measurements import ablation
 from robcurve.run.measurements import jumpout_adaptive
+from robcurve.run.sections import register_section
 
 MODULES = (clean, trajectory, travel, pgd, pgd_distance, deepfool, jumpout, corruptions, adv_calibration, layers, window,
            ablation, jumpout_adaptive)
 
 __all__ = ["MODULES", "ablation", "adv_calibration", "clean", "corruptions", "deepfool", "jumpout", "jumpout_adaptive",
            "layers", "pgd", "pgd_distance", "trajectory", "travel", "window"]
+
+# their own config sections (the measurement registry resolves these modules lazily, so registration
+# here, not in register_measurement)
+for _m in MODULES:
+    if _m.MEASUREMENT.config_model is not None:
+        register_section(_m.MEASUREMENT.config, _m.MEASUREMENT.config_model, measurement=_m.MEASUREMENT.name)

@@ -30,6 +30,7 @@ from pydantic import (
 
 from robcurve.errors import ConfigError, InputError, RobcurveError, one_line
 from robcurve.naming import dataset_family
+from robcurve.run.sections import SECTIONS, builtin, register_section
 from robcurve.validate import check_budget
 
 SHIPPED = Path(__file__).resolve().parents[2] / "configs"  # the repository's configs/ (editable install)
@@ -251,6 +252,12 @@ class SummaryCfg(Section):
     bootstrap: int = Field(1000, ge=0, le=1_000_000, description="bootstrap resamples for the intervals (0: none)")
 
 
+for _name, _model in (("direction", DirectionCfg), ("trajectory", TrajectoryCfg), ("travel", TravelCfg),
+                      ("pgd", PGDCfg), ("pgd_distance", PGDDistanceCfg), ("deepfool", DeepFoolCfg),
+                      ("jumpout", JumpOutCfg), ("calibration", CalibrationCfg), ("summary", SummaryCfg)):
+    register_section(_name, _model, builtin=True)
+
+
 def _json_object(v: Any) -> Any:
     """``model_kwargs`` given as a JSON text (``--model-kwargs '{"in_chans": 1}'``) -> dict."""
     if isinstance(v, str):
@@ -335,9 +342,7 @@ class RunConfig(Strict):
         """Move the sections of registered plugin measurements into ``options``."""
         if not isinstance(data, dict):
             return data
-        reg = _measurements()
-        plug = {m.config for m in (reg.get(n) for n in reg.names())
-                if m.config_model is not None and m.config and m.config not in cls.model_fields}
+        plug = {n for n in SECTIONS.names() if not builtin(n) and n not in cls.model_fields}
         if not plug & set(data):
             return data
         data = dict(data)
@@ -350,12 +355,11 @@ class RunConfig(Strict):
     @model_validator(mode="after")
     def _validate_options(self) -> RunConfig:
         reg = _measurements()
-        models = {m.config: m.config_model for m in (reg.get(n) for n in reg.names()) if m.config_model is not None}
         for key in list(self.options):
-            if key not in models:
+            if key not in SECTIONS or builtin(key):
                 raise ValueError(f"options.{key}: no registered measurement has a config section {key!r}")
             try:
-                self.options[key] = models[key].model_validate(self.options[key] or {}).model_dump()
+                self.options[key] = SECTIONS.get(key).model_validate(self.options[key] or {}).model_dump()
             except ValidationError as e:
                 err = e.errors()[0]
                 loc = ".".join(str(x) for x in (key, *err["loc"]))
@@ -394,10 +398,8 @@ class RunConfig(Strict):
         """A config section by name: a built-in field or a plugin measurement's validated section."""
         if name in type(self).model_fields:
             return getattr(self, name)
-        reg = _measurements()
-        for m in (reg.get(n) for n in reg.names()):
-            if m.config == name and m.config_model is not None:
-                return m.config_model.model_validate(self.options.get(name) or {})
+        if name in SECTIONS:
+            return SECTIONS.get(name).model_validate(self.options.get(name) or {})
         raise KeyError(name)
 
     def all_measurements(self) -> list[str]:

@@ -31,6 +31,7 @@ from robcurve.attacks import run_attack
 from robcurve.geometry import get_direction
 from robcurve.memory import attack_batch_cap
 from robcurve.registry import Registry
+from robcurve.run.sections import register_section
 
 if TYPE_CHECKING:  # pragma: no cover
     from pydantic import BaseModel
@@ -98,6 +99,8 @@ def register_measurement(m: Measurement, replace: bool = False) -> Measurement:
     """Register ``m``; a duplicate name is an error unless ``replace``."""
     if m.name == "none":
         raise ValueError("'none' is reserved (it means no attack)")
+    if m.config_model is not None and m.config:
+        register_section(m.config, m.config_model, measurement=m.name)
     MEASUREMENTS.add(m.name, m, replace=replace)
     return m
 
