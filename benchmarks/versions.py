@@ -34,8 +34,11 @@ SPECS = {"zoo-vit": "zoo:vit-fmnist", "zoo-resnet": "zoo:resnet-fmnist", "zoo-sw
 
 
 def worktree(ref: str, where: Path) -> Path:
-    subprocess.run(["git", "worktree", "add", "--detach", "-f", str(where), ref], cwd=ROOT, check=True,
-                   capture_output=True)
+    r = subprocess.run(["git", "worktree", "add", "--detach", "-f", str(where), ref], cwd=ROOT, capture_output=True,
+                       text=True)
+    if r.returncode:
+        raise SystemExit(f"versions.py: cannot check out {ref!r} ({r.stderr.strip().splitlines()[-1]}). "
+                         "Fix: pass a commit, tag or branch of this repository (git log --oneline)")
     return where
 
 
@@ -44,7 +47,9 @@ def bench(code: Path, spec: str, cfg: Path, n: int, out: Path) -> float:
     cmd = [sys.executable, "-m", "robcurve", "bench", "--config", str(cfg), "--model", spec, "--n", str(n),
            "--out", str(out), "--no-progress", "--fresh"]
     t = time.perf_counter()
-    subprocess.run(cmd, cwd=code, env=env, check=True, capture_output=True)
+    r = subprocess.run(cmd, cwd=code, env=env, capture_output=True, text=True)
+    if r.returncode:
+        raise SystemExit(f"versions.py: robcurve bench failed in {code} for {spec}:\n{r.stderr.strip()[-2000:]}")
     return time.perf_counter() - t
 
 
@@ -96,6 +101,7 @@ def main(argv: list[str] | None = None) -> None:
                 for _ in range(args.repeats):
                     for v in ("before", "after"):
                         walls[v].append(bench(codes[v], SPECS[m], args.config.resolve(), args.n, t / f"{m}-{v}"))
+                        print(f"  {m} {v}: {walls[v][-1]:.1f} s", file=sys.stderr, flush=True)
                 agree = compare(t / f"{m}-before" / "results.sqlite", t / f"{m}-after" / "results.sqlite")
                 med = {v: statistics.median(w) for v, w in walls.items()}
                 out_rows.append([m, f"{med['before']:.1f} [{min(walls['before']):.1f}-{max(walls['before']):.1f}]",

@@ -10,7 +10,6 @@ PGD, marked), then clean accuracy.
 from __future__ import annotations
 
 import html
-import io
 import itertools
 import math
 import re
@@ -26,7 +25,7 @@ from robcurve.errors import RobcurveError
 from robcurve.leaderboard.io import SAMPLES_SUFFIX, read_samples
 from robcurve.leaderboard.schema import Entry
 from robcurve.run.metrics import METRICS, load_all
-from robcurve.run.store import atomic_write_bytes, atomic_write_text, json_safe
+from robcurve.run.store import atomic_write_bytes, atomic_write_text, json_safe, png_bytes
 
 CURVATURE = "headline_curvedness"  # bw_curvedness_median (boundary-relative) where measured, else curvedness_median
 HEADLINE_SOURCES = ("bw_curvedness_median", "curvedness_median")
@@ -524,10 +523,7 @@ def scatter_png(df: pd.DataFrame) -> bytes | None:
     handles.append(plt.Line2D([], [], color="k", marker="^", ls="", label="training checkpoint"))
     fig.legend(handles=handles, loc="lower center", ncol=4, fontsize="small")
     fig.tight_layout(rect=(0, 0.04, 1, 1))
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90, metadata={"Software": None})
-    plt.close(fig)
-    return buf.getvalue()
+    return png_bytes(fig, dpi=90)
 
 
 def _extras_markdown(ex: dict[str, Any]) -> list[str]:

@@ -20,7 +20,6 @@ Series are named on the command line as:
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import re
@@ -35,7 +34,7 @@ import pandas as pd
 from robcurve.errors import RobcurveError
 from robcurve.run.config import RunConfig
 from robcurve.run.results import load_run
-from robcurve.run.store import atomic_write_bytes, atomic_write_text
+from robcurve.run.store import atomic_write_text, save_png
 
 CKPT_SUFFIXES = (".safetensors", ".pt", ".pth")
 
@@ -347,16 +346,10 @@ def figure(res: TrackResult) -> Any:
 
 def write_outputs(res: TrackResult) -> list[str]:
     """``track.csv`` (tidy rows), ``track.md``, ``track.png`` and ``track.json`` (the index) in the track folder."""
-    import matplotlib.pyplot as plt
-
     out = res.out
     atomic_write_text(out / "track.csv", res.table.to_csv(index=False))
     atomic_write_text(out / "track.md", markdown(res))
-    fig = figure(res)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, metadata={"Software": None})
-    plt.close(fig)
-    atomic_write_bytes(out / "track.png", buf.getvalue())
+    save_png(figure(res), out / "track.png")
     index = {"checkpoints": [{"series": c.series, "epoch": c.epoch, "model": c.model, "weights": c.weights,
                               "family": res.families.get(c.series, ""), "run": str(Path(p).relative_to(out))
                               if Path(p).is_relative_to(out) else str(p)} for c, p in res.runs]}

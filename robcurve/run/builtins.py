@@ -33,4 +33,4 @@ __all__ = ["MODULES", "ablation", "adv_calibration", "clean", "corruptions", "de
 # here, not in register_measurement)
 for _m in MODULES:
     if _m.MEASUREMENT.config_model is not None:
-        register_section(_m.MEASUREMENT.config, _m.MEASUREMENT.config_model, measurement=_m.MEASUREMENT.name)
+        register_section(_m.MEASUREMENT.config, _m.MEASUREMENT.config_model)

@@ -342,7 +342,7 @@ class RunConfig(Strict):
         """Move the sections of registered plugin measurements into ``options``."""
         if not isinstance(data, dict):
             return data
-        plug = {n for n in SECTIONS.names() if not builtin(n) and n not in cls.model_fields}
+        plug = {n for n in SECTIONS.names() if not builtin(n)}
         if not plug & set(data):
             return data
         data = dict(data)
@@ -366,7 +366,7 @@ class RunConfig(Strict):
                 raise ValueError(f"{loc}: {err['msg']} (got {err.get('input')!r})") from None
         for m in reg.names():  # plugin sections that were not given get their defaults
             spec = reg.get(m)
-            if spec.config_model is not None and spec.config not in type(self).model_fields and m in self.measurements:
+            if spec.config_model is not None and not builtin(spec.config) and m in self.measurements:
                 self.options.setdefault(spec.config, spec.config_model().model_dump())
         return self
 

@@ -49,7 +49,7 @@ class Context:
     model: RobcurveModel
     data: SampleSet
     device: torch.device
-    cache: dict[str, Any] = field(default_factory=dict)
+    cache: dict[Any, Any] = field(default_factory=dict)
 
     def batch_seed(self, start: int) -> int:
         """Seed of every random choice of the batch starting at sample ``start``."""
@@ -100,7 +100,7 @@ def register_measurement(m: Measurement, replace: bool = False) -> Measurement:
     if m.name == "none":
         raise ValueError("'none' is reserved (it means no attack)")
     if m.config_model is not None and m.config:
-        register_section(m.config, m.config_model, measurement=m.name)
+        register_section(m.config, m.config_model)
     MEASUREMENTS.add(m.name, m, replace=replace)
     return m
 

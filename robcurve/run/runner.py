@@ -270,14 +270,17 @@ def measure_samples(ctx: Context, m: str, samples: list[int], start: int) -> lis
     """Run measurement ``m`` on the samples at run positions ``samples``, as the batch starting at ``start``
     (its seeds and cache keys): one JSON-ready dict per sample. The runner calls it for every batch and
     ``submit`` for its re-measurement, so both measure the same way."""
-    data, model = ctx.data, ctx.model
-    if samples == list(range(start, start + len(samples))):  # a whole batch: a view, no copy
-        x, y, split_idx = (data.images[start:start + len(samples)], data.labels[start:start + len(samples)],
-                           data.indices[start:start + len(samples)])
-    else:
-        t = torch.tensor(samples, dtype=torch.long)
-        x, y, split_idx = data.images[t], data.labels[t], data.indices[t]
-    values = MEASUREMENTS.get(m).run(ctx, start, x.to(ctx.device, model.dtype), y.to(ctx.device), split_idx)
+    key = ("inputs", start, tuple(samples))
+    if key not in ctx.cache:  # moved to the device once per batch, shared by its measurements (cache cleared per batch)
+        data = ctx.data
+        if samples == list(range(start, start + len(samples))):  # a whole batch: a view, no copy
+            sel: slice | torch.Tensor = slice(start, start + len(samples))
+        else:
+            sel = torch.tensor(samples, dtype=torch.long)
+        ctx.cache[key] = (data.images[sel].to(ctx.device, ctx.model.dtype), data.labels[sel].to(ctx.device),
+                          data.indices[sel])
+    x, y, split_idx = ctx.cache[key]
+    values = MEASUREMENTS.get(m).run(ctx, start, x, y, split_idx)
     if len(values) != len(samples):
         raise RuntimeError(f"measurement {m!r} returned {len(values)} rows for {len(samples)} samples")
     return values

@@ -135,9 +135,9 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def save_png(fig: Any, path: Path, dpi: int = 110) -> None:
-    """Write a matplotlib figure as a PNG atomically and close it. No version string goes in the file
-    (``Software`` metadata left out): a figure depends on the results only, so ``summarize`` is byte-stable."""
+def png_bytes(fig: Any, dpi: int = 110) -> bytes:
+    """A matplotlib figure as PNG bytes, then closed. No version string goes in the file (``Software``
+    metadata left out): a figure depends on the results only, so rebuilt outputs are byte-stable."""
     import io
 
     import matplotlib.pyplot as plt  # deferred: matplotlib, for figures only
@@ -145,7 +145,12 @@ def save_png(fig: Any, path: Path, dpi: int = 110) -> None:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi, metadata={"Software": None})
     plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
+    return buf.getvalue()
+
+
+def save_png(fig: Any, path: Path, dpi: int = 110) -> None:
+    """Write a matplotlib figure as a PNG atomically (:func:`png_bytes`) and close it."""
+    atomic_write_bytes(path, png_bytes(fig, dpi))
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
