@@ -231,6 +231,9 @@ def fixed(name: str, args: argparse.Namespace) -> list[list[str]]:
 
 def summarize_run(run: Path, repeats: int) -> list[str]:
     """Wall of `robcurve summarize` (with its figures) on a copy of a finished run folder, per repeat."""
+    if not (run / "results.sqlite").is_file():
+        raise SystemExit(f"pipeline.py: --summarize-run {run}: no results.sqlite there. Fix: pass a run folder "
+                         "written by robcurve bench (e.g. runs/population-bench/pop-vit-s0)")
     walls = []
     with tempfile.TemporaryDirectory() as tmp:
         copy = Path(tmp) / "run"
