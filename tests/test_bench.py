@@ -150,6 +150,16 @@ def test_bad_flag_values_and_changed_config(model_spec, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "different config" in err and "--fresh" in err
     assert main([*base[:-2], "--attack", "pgd", "--fresh"]) == 0
+    # a changed performance setting only (a run stored before the window's chunk default became 64): the fix names
+    # the stored value, and with it the run resumes
+    win = ["bench", "--model", model_spec, "--config", SMOKE, "--out", str(tmp_path / "win"), "--no-progress",
+           "--set", "n=2", "--measurements", "clean,window", "--attack", "none", "--no-plots"]
+    assert main([*win, "--set", "window.chunk_size=2048"]) == 0
+    capsys.readouterr()
+    assert main(win) == 2
+    err = capsys.readouterr().err
+    assert "changed: options.window.chunk_size)" in err and "add --set window.chunk_size=2048;" in err
+    assert main([*win, "--set", "window.chunk_size=2048"]) == 0
 
 
 def test_subprocess_error_has_no_traceback(tmp_path):

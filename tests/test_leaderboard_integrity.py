@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from robcurve.cli import main
 from robcurve.leaderboard import integrity
@@ -248,6 +249,28 @@ def test_new_config_field_at_its_default_keeps_old_digests(monkeypatch):
     assert C.config_digest({**dump, "new_option": 4}) != stored["config_digest"]
     assert C.config_digest({**dump, "pgd": {**dump["pgd"], "new_knob": 2}}) != stored["config_digest"]
     assert C.config_digest({**dump, "device": "cuda", "threads": 7}) == stored["config_digest"]  # machine settings
+
+
+def test_window_chunk_is_a_performance_setting_outside_the_protocol():
+    """The window's chunk (64 by default since issue 26; the shipped entries ran 2048) changes float rounding at
+    most: the board's protocol digest ignores it (its value in protocol.yaml still matches both), the run digest
+    does not (two chunk sizes are two computations), and a board entry with either chunk differs in no protocol
+    field."""
+    from robcurve.leaderboard.submit import protocol_differences, protocol_digest
+    from robcurve.run.config import load_config
+
+    proto = yaml.safe_load((BOARD / "protocol.yaml").read_text())
+    new = load_config(ROOT / "configs" / "leaderboard-fmnist.yaml")
+    old = load_config(ROOT / "configs" / "leaderboard-fmnist.yaml", {"window": {"chunk_size": 2048}})
+    assert new.section("window").chunk_size == 64 and old.section("window").chunk_size == 2048
+    assert protocol_digest(new.model_dump()) == protocol_digest(old.model_dump()) == proto["digest"]
+    assert new.digest() != old.digest()
+    stored = json.loads((BOARD / "zoo-vit-fmnist.json").read_text())["robcurve"]
+    assert stored["config"]["options"]["window"]["chunk_size"] == 2048
+    assert protocol_differences(new.model_dump(), old.model_dump()) == []
+    other = load_config(ROOT / "configs" / "leaderboard-fmnist.yaml", {"window": {"points": 21}})
+    assert protocol_differences(other.model_dump(), old.model_dump()) == ["options.window.points (21 here, 41 on the board)"]
+    assert protocol_digest(other.model_dump()) != proto["digest"]
 
 
 def test_board_protocol_refuses_another_config_before_measuring(run_a, tmp_path, capsys):

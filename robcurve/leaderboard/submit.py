@@ -55,6 +55,7 @@ from robcurve.leaderboard.schema import Entry, Verification, public_model_info
 from robcurve.run.config import (
     DIGEST_V1_FIELDS,
     MACHINE_FIELDS,
+    PERFORMANCE_FIELDS,
     RunConfig,
     config_digest,
     load_config,
@@ -240,16 +241,22 @@ PROTOCOL_FILE = "protocol.yaml"
 MODEL_FIELDS = ("model", "model_kwargs", "mean", "std", "input_size")
 
 
-#: performance settings that change float rounding at most (the chunk of trajectory points per forward)
-PERFORMANCE_FIELDS = (("trajectory", "chunk_size"),)
-
-
 def protocol_digest(cfg_dump: dict[str, Any]) -> str:
-    """The digest of a config without its model fields and performance settings: what every entry of a board shares."""
-    d = {k: (dict(v) if isinstance(v, dict) else v) for k, v in cfg_dump.items() if k not in MODEL_FIELDS}
-    for sec, key in PERFORMANCE_FIELDS:
-        if isinstance(d.get(sec), dict):
-            d[sec].pop(key, None)
+    """The digest of a config without its model fields and with its performance settings neutralised
+    (:data:`PERFORMANCE_FIELDS`): what every entry of a board shares."""
+    import copy
+
+    d = {k: copy.deepcopy(v) for k, v in cfg_dump.items() if k not in MODEL_FIELDS}
+    for dotted, canonical in PERFORMANCE_FIELDS.items():
+        *parents, key = dotted.split(".")
+        sec: Any = d
+        for p in parents:
+            sec = sec.get(p) if isinstance(sec, dict) else None
+        if isinstance(sec, dict) and key in sec:
+            if canonical is None:
+                del sec[key]
+            else:
+                sec[key] = canonical
     return config_digest(d)
 
 
@@ -278,7 +285,7 @@ def protocol_differences(cfg_dump: dict[str, Any], protocol_cfg: dict[str, Any])
     def walk(a: Any, b: Any, path: str) -> None:
         if isinstance(a, dict) and isinstance(b, dict):
             for k in sorted(set(a) | set(b)):
-                if not path and k in MODEL_FIELDS or (path, k) in PERFORMANCE_FIELDS:
+                if not path and k in MODEL_FIELDS or (f"{path}.{k}" if path else k) in PERFORMANCE_FIELDS:
                     continue
                 if k not in a and k not in DIGEST_V1_FIELDS and not path:  # a later field: absent means its default
                     continue

@@ -439,6 +439,12 @@ class RunConfig(Strict):
 # fields that name this machine's paths or devices (or its thread count): not part of a run's identity
 MACHINE_FIELDS = ("out", "device", "data_dir", "model_dir", "weights", "max_memory", "threads")
 
+#: performance settings: they change float rounding at most (how many inputs go through the model per forward), so
+#: a board's entries may differ in them. Dotted path -> the value the protocol digest sees: ``None`` drops the field;
+#: the window's chunk (a later section, under ``options``) reads as 2048, its value when the boards' protocols were
+#: fixed, so that their digests (in protocol.yaml and in every entry) stay valid.
+PERFORMANCE_FIELDS: dict[str, Any] = {"trajectory.chunk_size": None, "options.window.chunk_size": 2048}
+
 # The fields of the config when its digest was first fixed (digest form 1). A field in this
 # tree is always part of the digest; a field added later enters it only when it differs from
 # its default, so a new option never changes the digest of a run made before it existed (and
@@ -473,6 +479,23 @@ def _canonical(d: dict[str, Any], defaults: dict[str, Any], v1: dict[str, Any] |
 
 
 _DEFAULTS: dict[str, Any] | None = None
+
+
+def config_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """The dotted fields in which two dumped configs differ, machine fields left out (``options.window.chunk_size``)."""
+    out: list[str] = []
+
+    def walk(a: Any, b: Any, path: str) -> None:
+        if isinstance(a, dict) and isinstance(b, dict):
+            for k in sorted(set(a) | set(b)):
+                if not path and k in MACHINE_FIELDS:
+                    continue
+                walk(a.get(k), b.get(k), f"{path}.{k}" if path else k)
+        elif a != b:
+            out.append(path)
+
+    walk(old, new, "")
+    return out
 
 
 def portable_spec(spec: Any) -> Any:
