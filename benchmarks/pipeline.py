@@ -10,8 +10,12 @@ model counted (a counter on the model's input normalisation: forwards = images t
 network, backwards = images whose input gradient was taken), per measurement (each registered
 run function is wrapped; a pass shared through the batch cache is counted where it is first
 made). The floor is what those passes cost in plain torch, measured in the same process right
-before: the best per-image time over batch sizes 16 / 64 / 256 of a no-grad forward (t_f) and
-of a forward + input-gradient backward (t_fb), so floor = F·t_f + B·(t_fb − t_f). Efficiency =
+before and right after the run (the faster counts: the machine's speed drifts), as sustained rates
+(calls repeated for ``--floor-seconds`` per batch size, total time over total images; the fastest
+single call's per-image time is printed beside it: on a shared machine it catches moments faster
+than the speed a run sees over tens of seconds): the per-image time at the
+best of batch sizes 16 / 64 / 256 of a no-grad forward (t_f) and of a forward + input-gradient
+backward (t_fb), so floor = F·t_f + B·(t_fb − t_f). Efficiency =
 floor / measured time of the measurement; "other" is the run's time outside the measurements
 (loading, checks, the store, summary and plots).
 
@@ -94,29 +98,45 @@ class Passes:
         return run
 
 
-def floor_costs(model: torch.nn.Module, x: torch.Tensor, repeats: int = 3) -> tuple[float, float, int, int]:
-    """(t_f, t_fb, best batch f, best batch fb): best seconds per image of a no-grad forward and of a
-    forward + input-gradient backward, over batch sizes 16 / 64 / 256."""
-    best_f, best_fb, bf, bfb = float("inf"), float("inf"), 0, 0
+def floor_costs(model: torch.nn.Module, x: torch.Tensor, seconds: float = 1.0) -> tuple[float, float, int, int, float, float]:
+    """(t_f, t_fb, best batch f, best batch fb, min t_f, min t_fb): seconds per image of a no-grad forward and of a
+    forward + input-gradient backward, sustained: calls repeated for ``seconds`` per batch size (16 / 64 / 256), total
+    time over total images, at the batch size with the best rate; and, for comparison, the fastest single call's
+    per-image time (what a best-of-few-calls floor would use)."""
+    def rate(fn, xb: torch.Tensor) -> tuple[float, float]:
+        fn(xb)  # warm
+        n, t0, fastest = 0, time.perf_counter(), float("inf")
+        while True:
+            t1 = time.perf_counter()
+            fn(xb)
+            fastest = min(fastest, time.perf_counter() - t1)
+            n += len(xb)
+            el = time.perf_counter() - t0
+            if el >= seconds:
+                return el / n, fastest / len(xb)
+
+    def fwd(xb: torch.Tensor) -> None:
+        with torch.no_grad():
+            model(xb)
+
+    def fwd_bwd(xb: torch.Tensor) -> None:
+        xg = xb.clone().requires_grad_(True)
+        torch.autograd.grad(model(xg).sum(), xg)
+
+    best_f = best_fb = min_f = min_fb = float("inf")
+    bf = bfb = 0
     for bs in (16, 64, 256):
         xb = x.repeat((bs + len(x) - 1) // len(x), 1, 1, 1)[:bs].contiguous()
-        for _ in range(repeats):
-            with torch.no_grad():
-                t = time.perf_counter()
-                model(xb)
-                tf = (time.perf_counter() - t) / bs
-            xg = xb.clone().requires_grad_(True)
-            t = time.perf_counter()
-            model(xg).sum().backward()
-            tfb = (time.perf_counter() - t) / bs
-            if tf < best_f:
-                best_f, bf = tf, bs
-            if tfb < best_fb:
-                best_fb, bfb = tfb, bs
-    return best_f, best_fb, bf, bfb
+        (tf, mf), (tfb, mfb) = rate(fwd, xb), rate(fwd_bwd, xb)
+        min_f, min_fb = min(min_f, mf), min(min_fb, mfb)
+        if tf < best_f:
+            best_f, bf = tf, bs
+        if tfb < best_fb:
+            best_fb, bfb = tfb, bs
+    return best_f, best_fb, bf, bfb, min_f, min_fb
 
 
-def efficiency(name: str, args: argparse.Namespace) -> list[list[str]]:
+def efficiency(name: str, args: argparse.Namespace) -> tuple[list[list[str]], tuple[float, float, float, float]]:
     import robcurve
     import robcurve.run.runner as R
     from robcurve.run.config import load_config
@@ -126,7 +146,7 @@ def efficiency(name: str, args: argparse.Namespace) -> list[list[str]]:
     model = robcurve.load_model(spec)
     model.eval().requires_grad_(False)
     x = robcurve.load_dataset("fashion-mnist-embedded", n=64, seed=0).images.float()
-    t_f, t_fb, bf, bfb = floor_costs(model, x)
+    t_f, t_fb, bf, bfb, min_f, min_fb = floor_costs(model, x, args.floor_seconds)
     passes = Passes()
     load_all()
     saved = {}
@@ -153,6 +173,13 @@ def efficiency(name: str, args: argparse.Namespace) -> list[list[str]]:
         R.load_model = orig_load
         for n, m in saved.items():
             MEASUREMENTS.add(n, m, replace=True)
+    # the floor again after the run (the machine's speed drifts): each cost is the faster of the two measurements
+    t_f2, t_fb2, bf2, bfb2, min_f2, min_fb2 = floor_costs(model, x, args.floor_seconds)
+    min_f, min_fb = min(min_f, min_f2), min(min_fb, min_fb2)
+    if t_f2 < t_f:
+        t_f, bf = t_f2, bf2
+    if t_fb2 < t_fb:
+        t_fb, bfb = t_fb2, bfb2
     rows = []
     tot_floor = tot_time = 0.0
     for k in sorted(set(passes.t) | set(passes.f), key=lambda k: -passes.t.get(k, 0.0)):
@@ -166,9 +193,11 @@ def efficiency(name: str, args: argparse.Namespace) -> list[list[str]]:
     rows.append([name, "(outside measurements)", "", "", "", f"{other:.2f}", ""])
     rows.append([name, "**whole run**", f"{sum(passes.f.values()) / args.n:.0f}", f"{sum(passes.b.values()) / args.n:.0f}",
                  f"{tot_floor:.2f}", f"{wall:.2f}", f"**{tot_floor / wall:.2f}** (measurements only {tot_floor / tot_time:.2f})"])
-    print(f"{name}: t_f {1e3 * t_f:.2f} ms/img (batch {bf}), t_fb {1e3 * t_fb:.2f} ms/img (batch {bfb}); "
+    print(f"{name}: t_f {1e3 * t_f:.3f} ms/img (batch {bf}), t_fb {1e3 * t_fb:.3f} ms/img (batch {bfb}) sustained; "
+          f"fastest single call {1e3 * min_f:.3f} / {1e3 * min_fb:.3f} ms/img; "
           f"n = {args.n}; load average now {loadavg()}", flush=True)
-    return rows
+    nf, nb = sum(passes.f.values()), sum(passes.b.values())
+    return rows, (tot_floor / wall, tot_floor / tot_time, wall, (nf * min_f + nb * (min_fb - min_f)) / wall)
 
 
 # -- busy machine ------------------------------------------------------------------------------------
@@ -211,22 +240,28 @@ def busy(name: str, args: argparse.Namespace) -> list[list[str]]:
 
 
 def fixed(name: str, args: argparse.Namespace) -> list[list[str]]:
+    """Wall of ``bench --n 1``, ``summarize`` and ``--help`` as a user gets them: bytecode cached (a first, discarded
+    round writes it even where PYTHONDONTWRITEBYTECODE is set), then 3 rounds; median [min-max]."""
     spec = SPECS[name]
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "run"
-        cmd = [sys.executable, "-m", "robcurve", "bench", "--config", str(args.config), "--model", spec, "--n", "1",
-               "--batch-size", "1", "--out", str(out), "--no-progress"]
-        t = time.perf_counter()
-        subprocess.run(cmd, cwd=ROOT, capture_output=True, check=True)
-        n1 = time.perf_counter() - t
-        t = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "robcurve", "summarize", str(out)], cwd=ROOT, capture_output=True,
-                       check=True)
-        summ = time.perf_counter() - t
-        t = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "robcurve", "--help"], cwd=ROOT, capture_output=True, check=True)
-        helpt = time.perf_counter() - t
-    return [[name, f"{n1:.1f}", f"{summ:.1f}", f"{helpt:.1f}"]]
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    walls: dict[str, list[float]] = {"bench": [], "summarize": [], "help": []}
+    for r in range(4):
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp) / "run"
+            cmds = {"bench": ["bench", "--config", str(args.config), "--model", spec, "--n", "1", "--batch-size", "1",
+                              "--out", str(out), "--no-progress"],
+                    "summarize": ["summarize", str(out)], "help": ["--help"]}
+            for k, c in cmds.items():
+                t = time.perf_counter()
+                subprocess.run([sys.executable, "-m", "robcurve", *c], cwd=ROOT, env=env, capture_output=True,
+                               check=True)
+                if r:  # round 0 writes the bytecode
+                    walls[k].append(time.perf_counter() - t)
+
+    def fmt(v: list[float]) -> str:
+        return f"{statistics.median(v):.1f} [{min(v):.1f}–{max(v):.1f}]"
+
+    return [[name, fmt(walls["bench"]), fmt(walls["summarize"]), fmt(walls["help"])]]
 
 
 def summarize_run(run: Path, repeats: int) -> list[str]:
@@ -251,6 +286,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--models", default="zoo-vit,zoo-resnet,zoo-swin")
     ap.add_argument("--config", type=Path, default=ROOT / "configs" / "leaderboard-fmnist.yaml")
     ap.add_argument("--n", type=int, default=8, help="samples of the efficiency run")
+    ap.add_argument("--floor-seconds", type=float, default=1.0, help="seconds of repeated plain-torch calls per floor "
+                    "batch size (before and after the run; the faster counts)")
+    ap.add_argument("--eff-repeats", type=int, default=1, help="repeats of the efficiency run per model (interleaved)")
     ap.add_argument("--busy", action="store_true", help="also the busy-machine comparison (subprocesses)")
     ap.add_argument("--busy-n", type=int, default=4, help="samples of each busy-machine run")
     ap.add_argument("--repeats", type=int, default=2, help="repeats of each busy-machine setting (interleaved)")
@@ -266,12 +304,24 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"pipeline.py measures the zoo models only ({', '.join(SPECS)}), not {bad}")
     header(f"pipeline: {args.config.name}", 0)
     if not args.no_efficiency:
-        rows = []
-        for m in models:
-            rows += efficiency(m, args)
+        last: dict[str, list[list[str]]] = {}
+        summ: dict[str, list[tuple[float, float, float, float]]] = {m: [] for m in models}
+        for _ in range(args.eff_repeats):  # repeats interleaved across the models
+            for m in models:
+                last[m], one = efficiency(m, args)
+                summ[m].append(one)
         print()
-        print(table(rows, ["model", "measurement", "forwards / img", "backwards / img", "floor s", "measured s",
-                           "efficiency"]))
+        print(table([r for m in models for r in last[m]], ["model", "measurement", "forwards / img", "backwards / img",
+                                                           "floor s", "measured s", "efficiency"]))
+        def spread(v: list[float], fmt: str) -> str:
+            return f"{statistics.median(v):{fmt}} [{min(v):{fmt}}–{max(v):{fmt}}]"
+
+        print(f"\n(the table above: the last of {args.eff_repeats} repeat(s); over all of them, median [min–max]; the "
+              "last column against a floor from the fastest single calls instead of sustained rates:)")
+        print(table([[m, spread([r[0] for r in summ[m]], ".2f"), spread([r[1] for r in summ[m]], ".2f"),
+                      spread([r[2] for r in summ[m]], ".1f"), spread([r[3] for r in summ[m]], ".2f")] for m in models],
+                    ["model", "whole-run efficiency", "measurements only", "whole-run wall s",
+                     "whole run vs fastest-call floor"]))
     if args.fixed:
         rows = []
         for m in models:

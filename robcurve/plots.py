@@ -16,15 +16,23 @@ from robcurve.errors import RobcurveError
 from robcurve.geometry.trajectory import Curvature, Trajectory, curvature
 
 
-def _figure_and_axes(ax: Any, figsize: tuple[float, float] = (5.0, 4.0)) -> tuple[Any, Any]:
-    if ax is not None:
-        return ax.figure, ax
+def new_figure(nrows: int = 1, ncols: int = 1, figsize: tuple[float, float] = (5.0, 4.0), layout: str | None = None,
+               **subplot_kw: Any) -> tuple[Any, Any]:
+    """A figure on its own Agg canvas and its axes (``Figure.subplots``: one axes, or an array); ``layout`` as
+    matplotlib's (None: call ``fig.tight_layout()`` when drawn, which is cheaper than "constrained" for the
+    run's figures). No pyplot: no global state and nothing to close."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=figsize, layout="constrained")
+    fig = Figure(figsize=figsize, layout=layout)
     FigureCanvasAgg(fig)
-    return fig, fig.add_subplot()
+    return fig, fig.subplots(nrows, ncols, **subplot_kw)
+
+
+def _figure_and_axes(ax: Any, figsize: tuple[float, float] = (5.0, 4.0)) -> tuple[Any, Any]:
+    if ax is not None:
+        return ax.figure, ax
+    return new_figure(figsize=figsize, layout="constrained")
 
 
 def _check_index(i: int, n: int, where: str) -> None:

@@ -39,6 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from robcurve.geometry import layer_profile
 from robcurve.naming import grid_step
+from robcurve.plots import new_figure
 from robcurve.run.measures import Context, Measurement, direction
 from robcurve.run.metrics import Inputs, metric
 from robcurve.run.store import save_png
@@ -209,15 +210,10 @@ KIND_STYLE = {"attn": ("tab:red", "o"), "attn_res": ("tab:orange", "."), "mlp": 
 
 def draw_layers(df: pd.DataFrame, cfg: Any, title: str = "") -> Any:
     """The layer-profile figure from stored rows: median curvedness (IQR band) and mean turning angle per layer."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     idx = layer_index(df)
     ok = valid(df)
     s = settings(cfg)
-    fig, axes = plt.subplots(2, 1, figsize=(max(6.0, 0.32 * len(idx) + 2), 6.4), sharex=True)
+    fig, axes = new_figure(2, 1, figsize=(max(6.0, 0.32 * len(idx) + 2), 6.4), sharex=True)
     xs = np.arange(len(idx))
     for ax, measure, ylab in ((axes[0], "curvedness", "curvedness 1 − R²"),
                               (axes[1], "angle", f"turning angle at step {s['step']:g} (deg)")):

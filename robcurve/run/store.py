@@ -149,12 +149,13 @@ def png_bytes(fig: Any, dpi: int = 110) -> bytes:
     """A matplotlib figure as PNG bytes, then closed. No version string goes in the file (``Software``
     metadata left out): a figure depends on the results only, so rebuilt outputs are byte-stable."""
     import io
-
-    import matplotlib.pyplot as plt  # deferred: matplotlib, for figures only
+    import sys
 
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi, metadata={"Software": None})
-    plt.close(fig)
+    plt = sys.modules.get("matplotlib.pyplot")
+    if plt is not None:  # a pyplot figure is registered there until closed (robcurve's own figures are not)
+        plt.close(fig)
     return buf.getvalue()
 
 

@@ -15,6 +15,7 @@ import pandas as pd
 from torch import Tensor
 
 from robcurve.geometry import jump_out
+from robcurve.plots import new_figure
 from robcurve.run.measures import Context, Measurement, direction, records
 from robcurve.run.metrics import Inputs, metric
 from robcurve.run.store import save_png
@@ -34,14 +35,12 @@ def run_jumpout(ctx: Context, start: int, x: Tensor, y: Tensor, split_idx: Tenso
 
 def plot_jumpout(s: dict[str, Any], out: Path) -> list[str]:
     """Summary hook: curvedness before against after the jump, and the shortcut ratios of curved and straight samples."""
-    import matplotlib.pyplot as plt  # deferred: matplotlib, for figures only
-
     cfg, jo = s["cfg"], s["frames"]["jumpout"]
     ok = jo["correct"].astype(bool).to_numpy() & ~jo["censored_before"].astype(bool).to_numpy()
     cb = pd.to_numeric(jo["curvedness_before"], errors="coerce").to_numpy(float)
     ca = pd.to_numeric(jo["curvedness_after"], errors="coerce").to_numpy(float)
     sr = pd.to_numeric(jo["shortcut_ratio"], errors="coerce").to_numpy(float)
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.8))
+    fig, axes = new_figure(1, 2, figsize=(9, 3.8))
     axes[0].scatter(cb[ok], ca[ok], s=8, alpha=0.6)
     lim = [0, max(1e-3, np.nanmax(np.r_[cb[ok], ca[ok], 0]))]
     axes[0].plot(lim, lim, "k--", lw=0.8)

@@ -17,7 +17,7 @@ import pandas as pd
 from torch import Tensor
 
 from robcurve.geometry import curvature, trajectory
-from robcurve.plots import draw_projection, plot_curvature_hist, project_path
+from robcurve.plots import draw_projection, new_figure, plot_curvature_hist, project_path
 from robcurve.run.measures import Context, Measurement, direction, records
 from robcurve.run.metrics import Inputs, metric, one
 from robcurve.run.store import save_png
@@ -50,8 +50,6 @@ def run_trajectory(ctx: Context, start: int, x: Tensor, y: Tensor, split_idx: Te
 
 def plot_trajectory(s: dict[str, Any], out: Path) -> list[str]:
     """Summary hook: the curvedness histogram, curvedness against travel (with ``travel``) and three paths."""
-    import matplotlib.pyplot as plt  # deferred: matplotlib, for figures only
-
     fr, cfg, name = s["frames"], s["cfg"], s["name"]
     made = []
     inp = Inputs(fr, cfg)
@@ -65,7 +63,7 @@ def plot_trajectory(s: dict[str, Any], out: Path) -> list[str]:
         ok = inp.curv_ok & tv["correct"].fillna(False).to_numpy(bool)
         cens = tv["censored"].fillna(False).to_numpy(bool)
         eps = pd.to_numeric(tv["eps"], errors="coerce").to_numpy(float)
-        fig, ax = plt.subplots(figsize=(5, 4))
+        fig, ax = new_figure(figsize=(5, 4))
         ax.scatter(cv[ok & ~cens], eps[ok & ~cens], s=8, alpha=0.6, label="flipped")
         if (ok & cens).any():
             ax.scatter(cv[ok & cens], np.full((ok & cens).sum(), cfg.travel.eps_max), marker="^", s=10,
@@ -82,7 +80,7 @@ def plot_trajectory(s: dict[str, Any], out: Path) -> list[str]:
         stored = [(i, p) for i, p in tr["plot"].items() if isinstance(p, dict)]
         chosen = [(i, p) for i, p in stored if bool(tr.loc[i, "correct"])][:3] or stored[:3]
         if chosen:
-            fig, axes = plt.subplots(1, len(chosen), figsize=(4 * len(chosen), 3.6))
+            fig, axes = new_figure(1, len(chosen), figsize=(4 * len(chosen), 3.6))
             for (i, p), ax in zip(chosen, np.atleast_1d(axes), strict=True):
                 draw_projection(p["points"], p["var"], p["eps"], p["other"], ax=ax, title=f"sample {i}: features")
             fig.tight_layout()
