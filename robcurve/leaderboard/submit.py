@@ -18,6 +18,7 @@ samples (else they are listed as skipped in the verification record).
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import re
@@ -57,7 +58,9 @@ from robcurve.run.config import (
     MACHINE_FIELDS,
     PERFORMANCE_FIELDS,
     RunConfig,
+    config_changes,
     config_digest,
+    dotted_get,
     load_config,
     portable_spec,
 )
@@ -244,14 +247,10 @@ MODEL_FIELDS = ("model", "model_kwargs", "mean", "std", "input_size")
 def protocol_digest(cfg_dump: dict[str, Any]) -> str:
     """The digest of a config without its model fields and with its performance settings neutralised
     (:data:`PERFORMANCE_FIELDS`): what every entry of a board shares."""
-    import copy
-
     d = {k: copy.deepcopy(v) for k, v in cfg_dump.items() if k not in MODEL_FIELDS}
     for dotted, canonical in PERFORMANCE_FIELDS.items():
-        *parents, key = dotted.split(".")
-        sec: Any = d
-        for p in parents:
-            sec = sec.get(p) if isinstance(sec, dict) else None
+        parent, _, key = dotted.rpartition(".")
+        sec = dotted_get(d, parent)
         if isinstance(sec, dict) and key in sec:
             if canonical is None:
                 del sec[key]
@@ -280,21 +279,14 @@ def board_protocol(root: Path, dataset: str, threat: str) -> dict[str, Any] | No
 
 def protocol_differences(cfg_dump: dict[str, Any], protocol_cfg: dict[str, Any]) -> list[str]:
     """The protocol fields (dotted) in which a run's config differs from the board's protocol config."""
-    out: list[str] = []
+    def skip(dotted: str, a: dict[str, Any], b: dict[str, Any]) -> bool:
+        if dotted in PERFORMANCE_FIELDS:
+            return True
+        # top level: the model fields, and a later field absent from the run's config (absent means its default)
+        return "." not in dotted and (dotted in MODEL_FIELDS or dotted not in a and dotted not in DIGEST_V1_FIELDS)
 
-    def walk(a: Any, b: Any, path: str) -> None:
-        if isinstance(a, dict) and isinstance(b, dict):
-            for k in sorted(set(a) | set(b)):
-                if not path and k in MODEL_FIELDS or (f"{path}.{k}" if path else k) in PERFORMANCE_FIELDS:
-                    continue
-                if k not in a and k not in DIGEST_V1_FIELDS and not path:  # a later field: absent means its default
-                    continue
-                walk(a.get(k), b.get(k), f"{path}.{k}" if path else k)
-        elif a != b:
-            out.append(f"{path} ({a!r} here, {b!r} on the board)")
-
-    walk(cfg_dump, protocol_cfg, "")
-    return out
+    return [f"{p} ({dotted_get(cfg_dump, p)!r} here, {dotted_get(protocol_cfg, p)!r} on the board)"
+            for p in config_changes(cfg_dump, protocol_cfg, skip)]
 
 
 def _check_protocol(cfg: Any, root: Path, dataset: str, threat: str) -> dict[str, Any] | None:

@@ -13,6 +13,7 @@ import hashlib
 import json
 import math
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -481,16 +482,28 @@ def _canonical(d: dict[str, Any], defaults: dict[str, Any], v1: dict[str, Any] |
 _DEFAULTS: dict[str, Any] | None = None
 
 
-def config_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    """The dotted fields in which two dumped configs differ, machine fields left out (``options.window.chunk_size``)."""
+def dotted_get(d: Any, path: str) -> Any:
+    """The value at a dotted path of nested dicts (``options.window.chunk_size``); None where a step is missing."""
+    for p in path.split("."):
+        d = d.get(p) if isinstance(d, dict) else None
+    return d
+
+
+def config_changes(old: dict[str, Any], new: dict[str, Any],
+                   skip: Callable[[str, dict[str, Any], dict[str, Any]], bool] | None = None) -> list[str]:
+    """The dotted fields in which two dumped configs differ (``options.window.chunk_size``). ``skip(dotted, old
+    level, new level)`` leaves a field and everything below it out; by default the machine fields are."""
+    if skip is None:
+        def skip(dotted: str, a: dict[str, Any], b: dict[str, Any]) -> bool:
+            return dotted in MACHINE_FIELDS
     out: list[str] = []
 
     def walk(a: Any, b: Any, path: str) -> None:
         if isinstance(a, dict) and isinstance(b, dict):
             for k in sorted(set(a) | set(b)):
-                if not path and k in MACHINE_FIELDS:
-                    continue
-                walk(a.get(k), b.get(k), f"{path}.{k}" if path else k)
+                dotted = f"{path}.{k}" if path else k
+                if not skip(dotted, a, b):
+                    walk(a.get(k), b.get(k), dotted)
         elif a != b:
             out.append(path)
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from robcurve.errors import RobcurveError
-from robcurve.run.config import PERFORMANCE_FIELDS, config_changes
+from robcurve.run.config import PERFORMANCE_FIELDS, config_changes, dotted_get
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -83,13 +83,7 @@ class Store:
             fix = "rerun with --fresh to start over, or choose another --out"
             perf = [c for c in changed if c in PERFORMANCE_FIELDS]
             if changed and len(perf) == len(changed):  # e.g. a new default chunk size: setting it back resumes
-                def value(path: str) -> Any:
-                    v: Any = old_cfg
-                    for p in path.split("."):
-                        v = v.get(p) if isinstance(v, dict) else None
-                    return v
-
-                sets = " ".join(f"--set {c.removeprefix('options.')}={json.dumps(value(c))}" for c in perf)
+                sets = " ".join(f"--set {c.removeprefix('options.')}={json.dumps(dotted_get(old_cfg, c))}" for c in perf)
                 fix = f"to resume with the stored setting, add {sets}; or {fix}"
             raise RobcurveError(f"the run in {self.path.parent} was made with a different config (changed: "
                                 f"{', '.join(changed) or '?'})", where=str(self.path), fix=fix)
